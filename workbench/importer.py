@@ -1,0 +1,174 @@
+"""Importing candidate files into a project's dataset: read, hash, check, convert, add.
+
+Files are read and decoded on a small thread pool (Pillow and hashlib release the GIL), in
+input order. A bad file never aborts the import: it lands in the report's ``rejected`` list.
+A file whose content is already stored is a duplicate; new labels it brings are appended to
+the stored sample's history, so re-running an import changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
+
+from workbench import store
+from workbench.images import CheckedImage, ImageRejectedError, check_image, content_hash, read_bytes
+from workbench.ingest import Candidate, ImportReport, display_path, is_utf8_path
+from workbench.labels import Annotation, latest_per_annotator, now
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+#: Samples inserted per database round trip.
+BATCH_SIZE = 500
+#: Share of images (by content hash) assigned to the ``val`` split; the rest are ``train``.
+VAL_SHARE = 0.2
+
+
+@dataclass
+class _Prepared:
+    candidate: Candidate
+    digest: str | None = None
+    image: CheckedImage | None = None
+    error: str | None = None
+
+
+def import_candidates(
+    dataset: fo.Dataset,
+    media_dir: Path,
+    candidates: Sequence[Candidate],
+    *,
+    report: ImportReport,
+    workers: int | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Add ``candidates`` to ``dataset``, filling ``report``; returns labels seen, in order.
+
+    Converted images and files whose names are not UTF-8 are stored as PNG/copies in
+    ``media_dir`` (named by content hash); every other file is referenced where it is.
+    """
+    known = store.hashes(dataset)
+    new_by_hash: dict[str, int] = {}
+    pending: list[tuple[Candidate, CheckedImage, str]] = []
+    extra_history: dict[str, list[Annotation]] = {}
+    labels_seen: list[str] = []
+    stamp = now()
+
+    for prepared in _prepare_all(candidates, known, workers=workers, progress=progress):
+        cand = prepared.candidate
+        path_text = display_path(cand.path)
+        for _, label in cand.labels:
+            if label not in labels_seen:
+                labels_seen.append(label)
+        if prepared.error:
+            report.rejected.append((path_text, prepared.error))
+        elif prepared.digest in known:
+            sid = known[prepared.digest]
+            report.duplicates.append((path_text, sid))
+            extra_history.setdefault(sid, []).extend(
+                Annotation(who, label, stamp) for who, label in cand.labels)
+        elif prepared.digest in new_by_hash:
+            first, _, _ = pending[new_by_hash[prepared.digest]]
+            report.duplicates.append((path_text, f"(same content as {display_path(first.path)})"))
+        else:
+            new_by_hash[prepared.digest] = len(pending)
+            pending.append((cand, prepared.image, prepared.digest))
+
+    _append_new_labels(dataset, extra_history, report)
+    samples = [_build_sample(c, img, digest, media_dir, stamp, report)
+               for c, img, digest in pending]
+    for start in range(0, len(samples), BATCH_SIZE):
+        report.added.extend(store.add_samples(dataset, samples[start:start + BATCH_SIZE]))
+    report.annotations_added += sum(len(c.labels) for c, _, _ in pending)
+    return labels_seen
+
+
+def _prepare_all(candidates: Sequence[Candidate], known: dict[str, str], *,
+                 workers: int | None, progress: bool) -> Iterator[_Prepared]:
+    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+
+    def prepare(candidate: Candidate) -> _Prepared:
+        try:
+            data = read_bytes(candidate.path)
+            digest = content_hash(data)
+            if digest in known:
+                return _Prepared(candidate, digest)
+            return _Prepared(candidate, digest, check_image(data))
+        except ImageRejectedError as err:
+            return _Prepared(candidate, error=err.reason)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(prepare, candidates, chunksize=16)
+        yield from tqdm(results, total=len(candidates), desc="import", unit="img",
+                        disable=not progress, leave=False)
+
+
+def _append_new_labels(dataset: fo.Dataset, extra: dict[str, list[Annotation]],
+                       report: ImportReport) -> None:
+    """Append to existing samples only labels that differ from that annotator's latest."""
+    if not extra:
+        return
+    current = store.histories(dataset, list(extra))
+    fresh: dict[str, list[Annotation]] = {}
+    for sid, items in extra.items():
+        latest = latest_per_annotator(current.get(sid, []))
+        for item in items:
+            if latest.get(item.annotator) != item.label:
+                fresh.setdefault(sid, []).append(item)
+                latest[item.annotator] = item.label
+    store.append_history(dataset, fresh)
+    report.annotations_added += sum(len(v) for v in fresh.values())
+
+
+def _build_sample(cand: Candidate, image: CheckedImage, digest: str, media_dir: Path,
+                  stamp, report: ImportReport) -> fo.Sample:
+    path_text = display_path(cand.path)
+    filepath = str(cand.path.absolute())
+    notes = []
+    if image.converted is not None:
+        target = media_dir / f"{digest[:20]}.png"
+        _write_atomic_png(image.converted, target)
+        filepath = str(target)
+        notes.append(image.conversion)
+    elif not is_utf8_path(cand.path):
+        target = media_dir / f"{digest[:20]}{_safe_suffix(cand.path)}"
+        if not target.exists():
+            media_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cand.path, target)
+        filepath = str(target)
+        notes.append("file name is not valid UTF-8: stored a copy named by content")
+    if notes:
+        report.converted.append((path_text, "; ".join(notes)))
+    fields = {
+        **cand.fields,
+        "content_hash": digest,
+        "source_path": path_text,
+        "split": "val" if int(digest[:8], 16) / 0xFFFFFFFF < VAL_SHARE else "train",
+        "imported_at": stamp,
+    }
+    metadata = {"size_bytes": image.size_bytes, "mime_type": image.mime_type,
+                "width": image.width, "height": image.height,
+                "num_channels": image.num_channels}
+    history = [Annotation(who, label, stamp) for who, label in cand.labels]
+    return store.make_sample(filepath, metadata=metadata, fields=fields, history=history)
+
+
+def _write_atomic_png(image, target: Path) -> None:
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    image.save(partial, format="PNG")
+    partial.replace(target)
+
+
+def _safe_suffix(path: Path) -> str:
+    suffix = display_path(path.suffix)
+    return suffix if suffix.isascii() and suffix[1:].isalnum() else ""

@@ -1,0 +1,232 @@
+"""Turning folders and CSV files into import candidates, and the report an import returns.
+
+Nothing here touches the store: these functions list what *would* be imported (one
+:class:`Candidate` per file, with its labels and slice values) and say which inputs are
+unusable. :meth:`workbench.Project.import_folder` does the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+Layout = Literal["class_folders", "unlabeled"]
+LAYOUTS: tuple[str, ...] = ("class_folders", "unlabeled")
+
+#: Slice field names that would clash with fields Loupe manages.
+RESERVED_FIELDS = frozenset({
+    "id", "_id", "sample_id", "filepath", "label", "annotator", "tags", "metadata", "split",
+    "ground_truth", "annotations", "content_hash", "source_path", "imported_at",
+    "created_at", "last_modified_at", "filename", "media_type",
+})
+
+
+@dataclass
+class Candidate:
+    """One file an import will consider, with every label the input gives it."""
+
+    path: Path
+    labels: list[tuple[str, str]] = field(default_factory=list)  # (annotator, label)
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class ImportReport:
+    """What an import did.
+
+    Attributes
+    ----------
+    added : list of str
+        Sample ids of the new samples.
+    duplicates : list of (str, str)
+        ``(path, sample_id)``: files whose content is already stored as ``sample_id``.
+    rejected : list of (str, str)
+        ``(path, reason)``: files or rows that were not imported, and why.
+    converted : list of (str, str)
+        ``(path, what was done)``: files imported after conversion (mode, rotation, name).
+    annotations_added : int
+        Labels appended to histories, new samples and duplicates together.
+    """
+
+    added: list[str] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    converted: list[tuple[str, str]] = field(default_factory=list)
+    annotations_added: int = 0
+
+    def summary(self) -> str:
+        """One line for a terminal or a log."""
+        return (f"added {len(self.added)}, duplicates {len(self.duplicates)}, "
+                f"rejected {len(self.rejected)}, converted {len(self.converted)}, "
+                f"annotations added {self.annotations_added}")
+
+    def __repr__(self) -> str:
+        return f"ImportReport({self.summary()})"
+
+
+def display_path(path: Path | str) -> str:
+    """A path as text that any store can hold: bytes that are not UTF-8 become ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def is_utf8_path(path: Path) -> bool:
+    """Whether the path's bytes are valid UTF-8 (so it can be stored as it is)."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def scan_folder(
+    root: Path, *, layout: str, annotator: str, follow_symlinks: bool = False
+) -> tuple[list[Candidate], list[tuple[str, str]]]:
+    """List the files under ``root`` as candidates.
+
+    Parameters
+    ----------
+    root : Path
+        The folder to import.
+    layout : {"class_folders", "unlabeled"}
+        ``class_folders``: the first-level folder name is the label. ``unlabeled``: no labels.
+    annotator : str
+        Whom labels taken from folder names are attributed to.
+    follow_symlinks : bool
+        Links pointing outside ``root`` are rejected unless this is true.
+
+    Returns
+    -------
+    (candidates, rejected)
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not known; choose one of {', '.join(LAYOUTS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"import folder not found: {display_path(root)}")
+    real_root = root.resolve()
+    candidates: list[Candidate] = []
+    rejected: list[tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            reason = _link_problem(path, real_root, follow_symlinks)
+            if reason:
+                rejected.append((display_path(path), reason))
+                continue
+            relative = path.relative_to(root)
+            if layout == "unlabeled":
+                candidates.append(Candidate(path))
+            elif len(relative.parts) < 2:
+                rejected.append((display_path(path), "not inside a class folder (layout="
+                                 "'class_folders' takes the label from the folder name)"))
+            else:
+                label = relative.parts[0]
+                candidates.append(Candidate(path, labels=[(annotator, label)]))
+    return candidates, rejected
+
+
+def _link_problem(path: Path, real_root: Path, follow_symlinks: bool) -> str | None:
+    if not path.is_symlink() or follow_symlinks:
+        return None
+    target = path.resolve()
+    if target == real_root or real_root in target.parents:
+        return None
+    return (f"symbolic link pointing outside the import folder ({display_path(target)}); "
+            "pass follow_symlinks=True to import it")
+
+
+def read_label_csv(
+    csv_path: Path, *, default_annotator: str
+) -> tuple[list[Candidate], list[tuple[str, str]], list[str]]:
+    """Read a ``filepath,label[,annotator][,slice columns…]`` CSV into candidates.
+
+    Relative file paths are taken relative to the CSV's folder. Rows for the same file are
+    merged into one candidate with several labels. Rows with an empty file path are rejected.
+
+    Returns
+    -------
+    (candidates, rejected, slice_columns)
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the missing column when ``filepath`` or ``label`` is absent.
+    """
+    table = _read_csv(csv_path)
+    missing = [c for c in ("filepath", "label") if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{display_path(csv_path)}: missing column(s) {', '.join(missing)}; found "
+            f"{', '.join(table.columns) or 'none'}. Expected filepath,label[,annotator][,...]"
+        )
+    slice_columns = _slice_columns(csv_path, table, skip={"filepath", "label", "annotator"})
+    base = Path(csv_path).parent
+    by_path: dict[Path, Candidate] = {}
+    rejected: list[tuple[str, str]] = []
+    for row_number, row in enumerate(table.to_dict("records"), start=2):
+        raw = (row["filepath"] or "").strip()
+        if not raw:
+            rejected.append((f"{display_path(csv_path)}:{row_number}", "empty filepath"))
+            continue
+        path = Path(raw) if Path(raw).is_absolute() else base / raw
+        candidate = by_path.setdefault(path, Candidate(path))
+        label = (row["label"] or "").strip()
+        annotator = (row.get("annotator") or "").strip() or default_annotator
+        if label and (annotator, label) not in candidate.labels:
+            candidate.labels.append((annotator, label))
+        candidate.fields.update({c: row[c] for c in slice_columns if row[c] not in (None, "")})
+    return list(by_path.values()), rejected, slice_columns
+
+
+def read_metadata_csv(csv_path: Path) -> tuple[dict[str, dict[str, object]], list[str]]:
+    """Read slice fields keyed by file name from a CSV with a ``filename`` (or ``filepath``)
+    column.
+
+    Returns
+    -------
+    (fields_by_file_name, slice_columns)
+    """
+    table = _read_csv(csv_path)
+    key = "filename" if "filename" in table.columns else "filepath"
+    if key not in table.columns:
+        raise ValueError(
+            f"{display_path(csv_path)}: needs a 'filename' (or 'filepath') column to join on; "
+            f"found {', '.join(table.columns) or 'none'}"
+        )
+    columns = _slice_columns(csv_path, table, skip={"filename", "filepath"})
+    fields: dict[str, dict[str, object]] = {}
+    for row in table.to_dict("records"):
+        name = Path((row[key] or "").strip()).name
+        if name:
+            fields[name] = {c: row[c] for c in columns if row[c] not in (None, "")}
+    return fields, columns
+
+
+def _read_csv(csv_path: Path) -> pd.DataFrame:
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"CSV file not found: {display_path(csv_path)}")
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{display_path(csv_path)}: not a readable CSV file ({err})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    return table.replace({"": None})
+
+
+def _slice_columns(csv_path: Path, table: pd.DataFrame, *, skip: set[str]) -> list[str]:
+    columns = [c for c in table.columns if c not in skip]
+    for column in columns:
+        if column in RESERVED_FIELDS or not column.isidentifier():
+            raise ValueError(
+                f"{display_path(csv_path)}: column {column!r} cannot be a slice field "
+                "(reserved by Loupe, or not a Python identifier); rename it"
+            )
+    return columns

@@ -1,0 +1,281 @@
+"""A Loupe project: one persistent FiftyOne dataset plus a project folder beside it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from workbench import store
+from workbench.importer import import_candidates
+from workbench.ingest import (
+    Candidate,
+    ImportReport,
+    Layout,
+    read_label_csv,
+    read_metadata_csv,
+    scan_folder,
+)
+from workbench.labels import Annotation, now
+from workbench.settings import projects_dir
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TASKS = ("classification",)
+
+
+class ProjectError(ValueError):
+    """A project operation that cannot be done as asked (the message says what to do)."""
+
+
+class Project:
+    """A named inspection project.
+
+    Create one with :meth:`create`, reopen it with :meth:`open`. The FiftyOne dataset is
+    :attr:`dataset`; thumbnails, checkpoints and exports go in :attr:`folder`.
+    """
+
+    def __init__(self, dataset: fo.Dataset) -> None:
+        self._dataset = dataset
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str, *, classes: Sequence[str] = (), task: str = "classification",
+               overwrite: bool = False) -> Project:
+        """Create an empty project.
+
+        Parameters
+        ----------
+        name : str
+            Letters, digits, ``_``, ``.`` and ``-``; at most 64 characters.
+        classes : sequence of str
+            Label schema to start with (more are added as imports bring them).
+        task : {"classification"}
+            What the labels describe.
+        overwrite : bool
+            Delete an existing project of that name first.
+        """
+        _check_name(name)
+        if task not in TASKS:
+            raise ProjectError(f"task={task!r} is not supported; choose one of {TASKS}")
+        if store.dataset_exists(name):
+            if not overwrite:
+                raise ProjectError(
+                    f"project {name!r} already exists; open it with Project.open({name!r}) or "
+                    "pass overwrite=True to replace it")
+            delete_project(name)
+        classes = _check_labels(classes, "classes")
+        dataset = store.create_dataset(name, classes=classes, task=task)
+        project = cls(dataset)
+        project.folder.mkdir(parents=True, exist_ok=True)
+        return project
+
+    @classmethod
+    def open(cls, name: str) -> Project:
+        """Open an existing project by name."""
+        if name not in store.list_project_names():
+            known = ", ".join(store.list_project_names()) or "none yet"
+            raise ProjectError(f"project {name!r} not found (projects: {known}); "
+                               f"create it with Project.create({name!r})")
+        return cls(store.load_dataset(name))
+
+    # -- properties --------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The project's name (also its dataset's name)."""
+        return self._dataset.name
+
+    @property
+    def dataset(self) -> fo.Dataset:
+        """The underlying FiftyOne dataset."""
+        return self._dataset
+
+    @property
+    def folder(self) -> Path:
+        """Folder for this project's files (media copies, thumbnails, checkpoints, exports)."""
+        return projects_dir() / self.name
+
+    @property
+    def classes(self) -> list[str]:
+        """The label schema, in a stable order (first seen first)."""
+        return list(store.project_info(self._reloaded()).get("classes", []))
+
+    @property
+    def slice_fields(self) -> list[str]:
+        """Metadata fields imported for slicing (``line``, ``camera``, ``lighting``, …)."""
+        return list(store.project_info(self._reloaded()).get("slice_fields", []))
+
+    def __len__(self) -> int:
+        return len(self._dataset)
+
+    def __repr__(self) -> str:
+        return (f"Project({self.name!r}: {len(self)} samples, classes={self.classes}, "
+                f"slice_fields={self.slice_fields})")
+
+    # -- labels ------------------------------------------------------------------------
+    def add_class(self, label: str) -> None:
+        """Add a class to the label schema (no-op if present)."""
+        self._add_classes(_check_labels([label], "label"))
+
+    def annotate(self, sample_ids: str | Iterable[str], label: str, *, annotator: str) -> None:
+        """Record that ``annotator`` gives ``label`` to the samples.
+
+        The label is appended to each sample's history (never replacing it) and the
+        consensus ``ground_truth`` is recomputed.
+
+        Raises
+        ------
+        ProjectError
+            For an unknown label or sample id, an empty annotator; nothing is written then.
+        """
+        ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
+        if not annotator or not isinstance(annotator, str):
+            raise ProjectError("annotator must be a non-empty name, e.g. annotator='alice'")
+        if label not in self.classes:
+            raise ProjectError(
+                f"label {label!r} is not a class of project {self.name!r} "
+                f"(classes: {', '.join(self.classes) or 'none'}); add it with "
+                f"p.add_class({label!r}) first")
+        missing = sorted(set(ids) - store.existing_ids(self._dataset, ids))
+        if missing:
+            raise ProjectError(f"sample id(s) not in project {self.name!r}: "
+                               f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+        stamp = now()
+        store.append_history(self._dataset, {sid: [Annotation(annotator, label, stamp)]
+                                             for sid in dict.fromkeys(ids)})
+
+    def history(self, sample_id: str) -> pd.DataFrame:
+        """Every label ever given to a sample: columns annotator, label, time (oldest first)."""
+        if not store.existing_ids(self._dataset, [sample_id]):
+            raise ProjectError(f"sample id {sample_id!r} is not in project {self.name!r}")
+        entries = store.histories(self._dataset, [sample_id])[sample_id]
+        frame = pd.DataFrame(entries, columns=["annotator", "label", "time"])
+        return frame.sort_values("time", kind="stable").reset_index(drop=True)
+
+    # -- import ------------------------------------------------------------------------
+    def import_folder(self, path: str | Path, layout: Layout = "class_folders", *,
+                      annotator: str = "import", metadata_csv: str | Path | None = None,
+                      follow_symlinks: bool = False, progress: bool = True) -> ImportReport:
+        """Import the images under a folder.
+
+        Parameters
+        ----------
+        path : str or Path
+            The folder.
+        layout : {"class_folders", "unlabeled"}
+            ``class_folders``: ``path/<label>/…/image``. ``unlabeled``: any files, no labels.
+        annotator : str
+            Whom folder-name labels are attributed to in the history.
+        metadata_csv : str or Path, optional
+            A CSV with a ``filename`` column; its other columns become slice fields, joined
+            on file name.
+        follow_symlinks : bool
+            Import links that point outside ``path`` (rejected by default).
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        ImportReport
+            ``added``, ``duplicates``, ``rejected`` (path, reason), ``converted``.
+        """
+        fields_by_name, columns = ({}, [])
+        if metadata_csv is not None:
+            fields_by_name, columns = read_metadata_csv(Path(metadata_csv))
+        candidates, rejected = scan_folder(Path(path), layout=layout, annotator=annotator,
+                                           follow_symlinks=follow_symlinks)
+        for cand in candidates:
+            cand.fields.update(fields_by_name.get(cand.path.name, {}))
+        return self._import(candidates, rejected, columns, progress=progress)
+
+    def import_csv(self, path: str | Path, *, annotator: str = "import",
+                   progress: bool = True) -> ImportReport:
+        """Import images listed in a CSV: ``filepath,label[,annotator][,slice columns…]``.
+
+        Several rows for one file (one per annotator) give it several history entries.
+        Relative file paths are read relative to the CSV's folder.
+        """
+        candidates, rejected, columns = read_label_csv(Path(path), default_annotator=annotator)
+        return self._import(candidates, rejected, columns, progress=progress)
+
+    def _import(self, candidates: list[Candidate], rejected: list[tuple[str, str]],
+                slice_columns: list[str], *, progress: bool) -> ImportReport:
+        report = ImportReport(rejected=list(rejected))
+        for cand in candidates:
+            bad = [label for _, label in cand.labels if not _valid_label(label)]
+            if bad:
+                report.rejected.append((str(cand.path), f"invalid label {bad[0]!r}"))
+        candidates = [c for c in candidates if all(_valid_label(lab) for _, lab in c.labels)]
+        new_columns = [c for c in slice_columns if c not in self.slice_fields]
+        store.ensure_slice_fields(self._dataset, slice_columns)
+        if new_columns:
+            store.update_project_info(self._dataset,
+                                      slice_fields=self.slice_fields + new_columns)
+        labels = import_candidates(self._dataset, self.folder / "media", candidates,
+                                   report=report, progress=progress)
+        self._add_classes(labels)
+        return report
+
+    def _add_classes(self, labels: Iterable[str]) -> None:
+        classes = self.classes
+        added = [label for label in labels if label not in classes]
+        if added:
+            store.update_project_info(self._dataset, classes=classes + added)
+
+    # -- reading -----------------------------------------------------------------------
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per sample.
+
+        Columns: ``sample_id`` (and ``id``, the same), ``filepath``, ``label`` (consensus,
+        None when unlabelled), ``split``, one column per slice field, ``tags``.
+        """
+        fields = self.slice_fields
+        values = self._dataset.values(["id", "filepath", "ground_truth.label", "split",
+                                       *fields, "tags"])
+        columns = ["sample_id", "filepath", "label", "split", *fields, "tags"]
+        frame = pd.DataFrame(dict(zip(columns, values, strict=True)), columns=columns)
+        frame.insert(1, "id", frame["sample_id"])
+        return frame
+
+    def _reloaded(self) -> fo.Dataset:
+        self._dataset.reload()
+        return self._dataset
+
+
+def list_projects() -> list[str]:
+    """Names of all Loupe projects in the database, sorted."""
+    return store.list_project_names()
+
+
+def delete_project(name: str) -> None:
+    """Delete a project's dataset and its folder. Irreversible."""
+    _check_name(name)
+    if store.dataset_exists(name):
+        store.load_dataset(name).delete()
+    shutil.rmtree(projects_dir() / name, ignore_errors=True)
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ProjectError(
+            f"invalid project name {name!r}: use 1–64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit")
+
+
+def _valid_label(label: object) -> bool:
+    return isinstance(label, str) and bool(label.strip()) and label == label.strip()
+
+
+def _check_labels(labels: Iterable[str], argument: str) -> list[str]:
+    labels = list(labels)
+    for label in labels:
+        if not _valid_label(label):
+            raise ProjectError(f"{argument}: {label!r} is not a valid label (a non-empty "
+                               "string without leading or trailing spaces)")
+    return list(dict.fromkeys(labels))

@@ -1,0 +1,183 @@
+"""The one adapter between Loupe and FiftyOne's database.
+
+Every write Loupe makes to a project's dataset goes through here, so the schema, the
+atomic history appends and the project bookkeeping (``dataset.info["loupe"]``) live in one
+place. Appends to a sample's label history use MongoDB's ``$push``: concurrent labelers
+never overwrite each other's history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from bson import ObjectId
+from pymongo import UpdateOne
+
+from workbench.labels import Annotation, consensus, now
+from workbench.settings import fiftyone
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+PROJECT_TAG = "loupe"
+SCHEMA_VERSION = 1
+DISPUTED_TAG = "disputed"
+
+
+def dataset_exists(name: str) -> bool:
+    """Whether a FiftyOne dataset of that name exists (Loupe's or not)."""
+    return fiftyone().dataset_exists(name)
+
+
+def list_project_names() -> list[str]:
+    """Names of the FiftyOne datasets that are Loupe projects, sorted."""
+    return sorted(fiftyone().list_datasets(tags=PROJECT_TAG))
+
+
+def create_dataset(name: str, *, classes: Sequence[str], task: str) -> fo.Dataset:
+    """Create the persistent dataset of a new project with Loupe's sample schema."""
+    fo = fiftyone()
+    dataset = fo.Dataset(name, persistent=True)
+    dataset.tags = [PROJECT_TAG]
+    dataset.info = {"loupe": {"schema_version": SCHEMA_VERSION, "task": task,
+                              "classes": list(classes), "slice_fields": []}}
+    dataset.save()
+    for field_name, kind in (("content_hash", fo.StringField), ("source_path", fo.StringField),
+                             ("split", fo.StringField), ("imported_at", fo.DateTimeField)):
+        dataset.add_sample_field(field_name, kind)
+    dataset.add_sample_field("ground_truth", fo.EmbeddedDocumentField,
+                             embedded_doc_type=fo.Classification)
+    dataset.add_sample_field("annotations", fo.ListField, subfield=fo.EmbeddedDocumentField,
+                             embedded_doc_type=fo.DynamicEmbeddedDocument)
+    for sub, kind in (("annotator", fo.StringField), ("label", fo.StringField),
+                      ("time", fo.DateTimeField)):
+        dataset.add_sample_field(f"annotations.{sub}", kind)
+    dataset.create_index("content_hash")
+    return dataset
+
+
+def load_dataset(name: str) -> fo.Dataset:
+    """Load a project's dataset (the caller has checked that it exists)."""
+    return fiftyone().load_dataset(name)
+
+
+def project_info(dataset: fo.Dataset) -> dict[str, Any]:
+    """Loupe's bookkeeping stored with the dataset (classes, slice fields, schema version)."""
+    return dict(dataset.info.get("loupe", {}))
+
+
+def update_project_info(dataset: fo.Dataset, **changes: Any) -> None:
+    """Merge ``changes`` into the bookkeeping and save it."""
+    dataset.reload()
+    info = dict(dataset.info)
+    info["loupe"] = {**info.get("loupe", {}), **changes}
+    dataset.info = info
+    dataset.save()
+
+
+def ensure_slice_fields(dataset: fo.Dataset, names: Iterable[str]) -> None:
+    """Declare slice fields (strings) that the dataset does not have yet."""
+    fo = fiftyone()
+    schema = dataset.get_field_schema()
+    for name in names:
+        if name not in schema:
+            dataset.add_sample_field(name, fo.StringField)
+
+
+def make_sample(filepath: str, *, metadata: dict[str, Any], fields: Mapping[str, Any],
+                history: Sequence[Annotation]) -> fo.Sample:
+    """Build a new sample with its history and the consensus of that history."""
+    fo = fiftyone()
+    entries = [a.to_dict() for a in history]
+    label, disputed = consensus(entries)
+    return fo.Sample(
+        filepath=filepath,
+        metadata=fo.ImageMetadata(**metadata),
+        ground_truth=fo.Classification(label=label) if label is not None else None,
+        annotations=[fo.DynamicEmbeddedDocument(**entry) for entry in entries],
+        tags=[DISPUTED_TAG] if disputed else [],
+        **fields,
+    )
+
+
+def add_samples(dataset: fo.Dataset, samples: list[fo.Sample]) -> list[str]:
+    """Insert new samples; returns their ids in order."""
+    if not samples:
+        return []
+    return list(dataset.add_samples(samples, progress=False))
+
+
+def append_history(dataset: fo.Dataset, entries: Mapping[str, Sequence[Annotation]]) -> None:
+    """Append annotations to sample histories atomically, then refresh their consensus.
+
+    Parameters
+    ----------
+    entries : mapping of sample id to annotations
+        New entries, oldest first, for each sample.
+    """
+    entries = {sid: list(items) for sid, items in entries.items() if items}
+    if not entries:
+        return
+    previous = _current_labels(dataset, list(entries))
+    stamp = now()
+    requests = [
+        UpdateOne({"_id": ObjectId(sid)},
+                  {"$push": {"annotations": {"$each": [
+                      {"_cls": "DynamicEmbeddedDocument", **a.to_dict()} for a in items]}},
+                   "$set": {"last_modified_at": stamp}})
+        for sid, items in entries.items()
+    ]
+    dataset._sample_collection.bulk_write(requests, ordered=False)
+    refresh_consensus(dataset, list(entries), previous=previous)
+
+
+def refresh_consensus(dataset: fo.Dataset, sample_ids: Sequence[str],
+                      previous: Mapping[str, str | None] | None = None) -> None:
+    """Recompute ``ground_truth`` and the ``disputed`` tag of samples from their history."""
+    fo = fiftyone()
+    view = dataset.select(list(sample_ids))
+    ids, annotators, labels = view.values(["id", "annotations.annotator",
+                                           "annotations.label"])
+    previous = previous if previous is not None else _current_labels(dataset, ids)
+    truth, disputed, settled = {}, [], []
+    for sid, who, what in zip(ids, annotators, labels, strict=True):
+        history = [{"annotator": a, "label": lab} for a, lab in zip(who or [], what or [],
+                                                                     strict=True)]
+        label, is_disputed = consensus(history, previous.get(sid))
+        truth[sid] = fo.Classification(label=label) if label is not None else None
+        (disputed if is_disputed else settled).append(sid)
+    if truth:
+        dataset.set_values("ground_truth", truth, key_field="id")
+    if disputed:
+        dataset.select(disputed).tag_samples(DISPUTED_TAG)
+    if settled:
+        dataset.select(settled).untag_samples(DISPUTED_TAG)
+
+
+def _current_labels(dataset: fo.Dataset, sample_ids: Sequence[str]) -> dict[str, str | None]:
+    ids, labels = dataset.select(list(sample_ids)).values(["id", "ground_truth.label"])
+    return dict(zip(ids, labels, strict=True))
+
+
+def existing_ids(dataset: fo.Dataset, sample_ids: Iterable[str]) -> set[str]:
+    """The subset of ``sample_ids`` that are samples of ``dataset``."""
+    wanted = [s for s in sample_ids if ObjectId.is_valid(s)]
+    return set(dataset.select(wanted).values("id")) if wanted else set()
+
+
+def hashes(dataset: fo.Dataset) -> dict[str, str]:
+    """Content hash → sample id, for duplicate detection."""
+    ids, digests = dataset.values(["id", "content_hash"])
+    return {digest: sid for sid, digest in zip(ids, digests, strict=True) if digest}
+
+
+def histories(dataset: fo.Dataset, sample_ids: Sequence[str]) -> dict[str, list[dict]]:
+    """Sample id → its history as dicts (annotator, label, time), oldest first."""
+    ids, who, what, when = dataset.select(list(sample_ids)).values(
+        ["id", "annotations.annotator", "annotations.label", "annotations.time"])
+    return {
+        sid: [{"annotator": a, "label": label, "time": t}
+              for a, label, t in zip(names or [], labels or [], times or [], strict=True)]
+        for sid, names, labels, times in zip(ids, who, what, when, strict=True)
+    }
