@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from images_factory import png_with_declared_size, truncated_copy, write_image
@@ -74,7 +75,7 @@ def test_bad_files_are_rejected_with_reasons_and_nothing_stored_is_lost(project,
     (tmp_path / "bad" / "loose.png").write_bytes(b"")
 
     report = project.import_folder(tmp_path / "bad", progress=False)
-    reasons = {os.path.basename(p): r for p, r in report.rejected}
+    reasons = {Path(p).name: r for p, r in report.rejected}
     assert "empty file" in reasons["empty.png"]
     assert "not an image" in reasons["readme.txt"]
     assert "truncated" in reasons["cut.jpg"] or "corrupt" in reasons["cut.jpg"]
@@ -83,12 +84,12 @@ def test_bad_files_are_rejected_with_reasons_and_nothing_stored_is_lost(project,
     assert "not an image" in reasons["inner.txt"]
     assert "outside the import folder" in reasons["link_out.png"]
     assert "class folder" in reasons["loose.png"]
-    converted = {os.path.basename(p): r for p, r in report.converted}
+    converted = {Path(p).name: r for p, r in report.converted}
     assert set(converted) == {"cmyk.jpg", "deep16.png", "palette.png"}
     assert len(report.added) == 4  # three converted + the PNG named .jpg
     stored = project.to_pandas().set_index("sample_id")
     for path in stored.loc[report.added].filepath:
-        assert os.path.exists(path)
+        assert Path(path).exists()
     kept = stored.loc[before.sample_id]
     assert kept.filepath.tolist() == before.filepath.tolist()
     assert kept.label.tolist() == before.label.tolist()
@@ -103,17 +104,15 @@ def test_followed_symlink_is_imported_when_asked(project, tmp_path):
 
 
 def test_non_utf8_file_name_is_imported_as_a_copy(project, tmp_path):
-    folder = os.fsencode(tmp_path / "raw" / "ok")
-    os.makedirs(folder)
-    name = os.path.join(folder, b"caf\xe9.png")
-    write_image(tmp_path / "source.png", seed=3)
-    with open(name, "wb") as handle:
-        handle.write((tmp_path / "source.png").read_bytes())
+    folder = tmp_path / "raw" / "ok"
+    folder.mkdir(parents=True)
+    name = folder / os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, not valid UTF-8
+    name.write_bytes(write_image(tmp_path / "source.png", seed=3).read_bytes())
     report = project.import_folder(tmp_path / "raw", progress=False)
     assert len(report.added) == 1
     assert "not valid UTF-8" in report.converted[0][1]
     assert "\\xe9" in report.converted[0][0]
-    assert os.path.exists(project.to_pandas().filepath[0])
+    assert Path(project.to_pandas().filepath[0]).exists()
 
 
 def test_duplicates_are_reported_and_reimport_is_idempotent(project, tmp_path):
@@ -139,7 +138,7 @@ def test_import_csv_with_annotators_and_slices_and_disputes(project, tmp_path):
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     report = project.import_csv(tmp_path / "labels.csv", progress=False)
     assert len(report.added) == 3 and report.annotations_added == 6
-    assert [os.path.basename(p) for p, _ in report.rejected] == ["missing.png"]
+    assert [Path(p).name for p, _ in report.rejected] == ["missing.png"]
     assert project.slice_fields == ["line", "lighting"]
     frame = project.to_pandas().sort_values("filepath").reset_index(drop=True)
     assert frame.label.tolist() == ["dent", "scratch", "ok"]
@@ -209,3 +208,14 @@ def test_history_survives_reopen_in_a_new_process(project, tmp_path):
     assert seen == {"who": ["import", "alice", "bob"], "labels": ["ok", "scratch", "ok"],
                     "classes": ["ok", "scratch"]}
     assert project.history(report.added[0]).annotator.tolist() == ["import", "alice", "bob"]
+
+
+def test_exclude_patterns_skip_sidecar_files_silently(project, tmp_path):
+    class_folder(tmp_path / "imgs", {"ok": 2})
+    (tmp_path / "imgs" / "annotations").mkdir()
+    (tmp_path / "imgs" / "annotations" / "a.xml").write_text("<x/>")
+    (tmp_path / "imgs" / "manifest.csv").write_text("a,b\n")
+    report = project.import_folder(tmp_path / "imgs", exclude=["annotations", "*.csv"],
+                                   progress=False)
+    assert len(report.added) == 2 and report.rejected == []
+    assert project.classes == ["ok"]

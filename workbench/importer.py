@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 #: Samples inserted per database round trip.
 BATCH_SIZE = 500
+#: Files read and checked per thread task.
+CHUNK = 64
 #: Share of images (by content hash) assigned to the ``val`` split; the rest are ``train``.
 VAL_SHARE = 0.2
 
@@ -47,6 +49,7 @@ def import_candidates(
     *,
     report: ImportReport,
     workers: int | None = None,
+    thorough: bool = False,
     progress: bool = True,
 ) -> list[str]:
     """Add ``candidates`` to ``dataset``, filling ``report``; returns labels seen, in order.
@@ -55,13 +58,15 @@ def import_candidates(
     ``media_dir`` (named by content hash); every other file is referenced where it is.
     """
     known = store.hashes(dataset)
-    new_by_hash: dict[str, int] = {}
-    pending: list[tuple[Candidate, CheckedImage, str]] = []
+    new_by_hash: dict[str, Path] = {}
+    pending: list[dict] = []
     extra_history: dict[str, list[Annotation]] = {}
     labels_seen: list[str] = []
     stamp = now()
 
-    for prepared in _prepare_all(candidates, known, workers=workers, progress=progress):
+    prepared_all = _prepare_all(candidates, known, workers=workers, thorough=thorough,
+                                progress=progress)
+    for prepared in prepared_all:
         cand = prepared.candidate
         path_text = display_path(cand.path)
         for _, label in cand.labels:
@@ -75,39 +80,45 @@ def import_candidates(
             extra_history.setdefault(sid, []).extend(
                 Annotation(who, label, stamp) for who, label in cand.labels)
         elif prepared.digest in new_by_hash:
-            first, _, _ = pending[new_by_hash[prepared.digest]]
-            report.duplicates.append((path_text, f"(same content as {display_path(first.path)})"))
+            first = display_path(new_by_hash[prepared.digest])
+            report.duplicates.append((path_text, f"(same content as {first})"))
         else:
-            new_by_hash[prepared.digest] = len(pending)
-            pending.append((cand, prepared.image, prepared.digest))
-
+            new_by_hash[prepared.digest] = cand.path
+            pending.append(_build_sample(dataset, cand, prepared.image, prepared.digest,
+                                         media_dir, stamp, report))
+            report.annotations_added += len(cand.labels)
+            if len(pending) == BATCH_SIZE:  # insert while the threads read the next files
+                report.added.extend(store.add_samples(dataset, pending))
+                pending = []
+    report.added.extend(store.add_samples(dataset, pending))
     _append_new_labels(dataset, extra_history, report)
-    samples = [_build_sample(c, img, digest, media_dir, stamp, report)
-               for c, img, digest in pending]
-    for start in range(0, len(samples), BATCH_SIZE):
-        report.added.extend(store.add_samples(dataset, samples[start:start + BATCH_SIZE]))
-    report.annotations_added += sum(len(c.labels) for c, _, _ in pending)
     return labels_seen
 
 
 def _prepare_all(candidates: Sequence[Candidate], known: dict[str, str], *,
-                 workers: int | None, progress: bool) -> Iterator[_Prepared]:
-    workers = workers or min(8, 2 * (os.cpu_count() or 1))
+                 workers: int | None, thorough: bool,
+                 progress: bool) -> Iterator[_Prepared]:
+    """Read, hash and check candidates in input order, a chunk of files per thread task."""
 
-    def prepare(candidate: Candidate) -> _Prepared:
-        try:
-            data = read_bytes(candidate.path)
-            digest = content_hash(data)
-            if digest in known:
-                return _Prepared(candidate, digest)
-            return _Prepared(candidate, digest, check_image(data))
-        except ImageRejectedError as err:
-            return _Prepared(candidate, error=err.reason)
+    def prepare(chunk: Sequence[Candidate]) -> list[_Prepared]:
+        results = []
+        for candidate in chunk:
+            try:
+                data = read_bytes(candidate.path)
+                digest = content_hash(data)
+                image = None if digest in known else check_image(data, thorough=thorough)
+                results.append(_Prepared(candidate, digest, image))
+            except ImageRejectedError as err:
+                results.append(_Prepared(candidate, error=err.reason))
+        return results
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(prepare, candidates, chunksize=16)
-        yield from tqdm(results, total=len(candidates), desc="import", unit="img",
-                        disable=not progress, leave=False)
+    chunks = [candidates[i:i + CHUNK] for i in range(0, len(candidates), CHUNK)]
+    with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool, \
+            tqdm(total=len(candidates), desc="import", unit="img", disable=not progress,
+                 leave=False) as bar:
+        for results in pool.map(prepare, chunks):
+            bar.update(len(results))
+            yield from results
 
 
 def _append_new_labels(dataset: fo.Dataset, extra: dict[str, list[Annotation]],
@@ -127,17 +138,18 @@ def _append_new_labels(dataset: fo.Dataset, extra: dict[str, list[Annotation]],
     report.annotations_added += sum(len(v) for v in fresh.values())
 
 
-def _build_sample(cand: Candidate, image: CheckedImage, digest: str, media_dir: Path,
-                  stamp, report: ImportReport) -> fo.Sample:
-    path_text = display_path(cand.path)
+def _build_sample(dataset: fo.Dataset, cand: Candidate, image: CheckedImage, digest: str,
+                  media_dir: Path, stamp, report: ImportReport) -> dict:
     filepath = str(cand.path.absolute())
+    utf8 = is_utf8_path(cand.path)
+    path_text = filepath if utf8 else display_path(filepath)
     notes = []
     if image.converted is not None:
         target = media_dir / f"{digest[:20]}.png"
         _write_atomic_png(image.converted, target)
         filepath = str(target)
         notes.append(image.conversion)
-    elif not is_utf8_path(cand.path):
+    elif not utf8:
         target = media_dir / f"{digest[:20]}{_safe_suffix(cand.path)}"
         if not target.exists():
             media_dir.mkdir(parents=True, exist_ok=True)
@@ -157,7 +169,8 @@ def _build_sample(cand: Candidate, image: CheckedImage, digest: str, media_dir: 
                 "width": image.width, "height": image.height,
                 "num_channels": image.num_channels}
     history = [Annotation(who, label, stamp) for who, label in cand.labels]
-    return store.make_sample(filepath, metadata=metadata, fields=fields, history=history)
+    return store.sample_document(dataset, filepath, metadata=metadata, fields=fields,
+                                 history=history, stamp=stamp)
 
 
 def _write_atomic_png(image, target: Path) -> None:

@@ -7,7 +7,9 @@ unusable. :meth:`workbench.Project.import_folder` does the rest.
 
 from __future__ import annotations
 
+import fnmatch
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -83,7 +85,8 @@ def is_utf8_path(path: Path) -> bool:
 
 
 def scan_folder(
-    root: Path, *, layout: str, annotator: str, follow_symlinks: bool = False
+    root: Path, *, layout: str, annotator: str, follow_symlinks: bool = False,
+    exclude: Sequence[str] = (),
 ) -> tuple[list[Candidate], list[tuple[str, str]]]:
     """List the files under ``root`` as candidates.
 
@@ -97,6 +100,9 @@ def scan_folder(
         Whom labels taken from folder names are attributed to.
     follow_symlinks : bool
         Links pointing outside ``root`` are rejected unless this is true.
+    exclude : sequence of str
+        Glob patterns of paths relative to ``root`` (``annotations``, ``*.csv``,
+        ``ok/old_*``) to skip silently; a folder that matches is not entered at all.
 
     Returns
     -------
@@ -111,29 +117,34 @@ def scan_folder(
     candidates: list[Candidate] = []
     rejected: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        relative_dir = os.path.relpath(dirpath, root)
+        prefix = "" if relative_dir == "." else relative_dir.replace(os.sep, "/") + "/"
+        dirnames[:] = sorted(d for d in dirnames
+                             if not d.startswith(".") and not _excluded(prefix + d, exclude))
+        label = prefix.split("/", 1)[0] if prefix else None
         for name in sorted(filenames):
-            if name.startswith("."):
+            if name.startswith(".") or _excluded(prefix + name, exclude):
                 continue
-            path = Path(dirpath) / name
+            path = Path(dirpath, name)
             reason = _link_problem(path, real_root, follow_symlinks)
             if reason:
                 rejected.append((display_path(path), reason))
-                continue
-            relative = path.relative_to(root)
-            if layout == "unlabeled":
+            elif layout == "unlabeled":
                 candidates.append(Candidate(path))
-            elif len(relative.parts) < 2:
+            elif label is None:
                 rejected.append((display_path(path), "not inside a class folder (layout="
                                  "'class_folders' takes the label from the folder name)"))
             else:
-                label = relative.parts[0]
                 candidates.append(Candidate(path, labels=[(annotator, label)]))
     return candidates, rejected
 
 
+def _excluded(relative: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(relative, pattern) for pattern in patterns)
+
+
 def _link_problem(path: Path, real_root: Path, follow_symlinks: bool) -> str | None:
-    if not path.is_symlink() or follow_symlinks:
+    if follow_symlinks or not path.is_symlink():
         return None
     target = path.resolve()
     if target == real_root or real_root in target.parents:

@@ -161,7 +161,8 @@ class Project:
     # -- import ------------------------------------------------------------------------
     def import_folder(self, path: str | Path, layout: Layout = "class_folders", *,
                       annotator: str = "import", metadata_csv: str | Path | None = None,
-                      follow_symlinks: bool = False, progress: bool = True) -> ImportReport:
+                      follow_symlinks: bool = False, exclude: Sequence[str] = (),
+                      thorough: bool = False, progress: bool = True) -> ImportReport:
         """Import the images under a folder.
 
         Parameters
@@ -177,6 +178,12 @@ class Project:
             on file name.
         follow_symlinks : bool
             Import links that point outside ``path`` (rejected by default).
+        exclude : sequence of str
+            Glob patterns, relative to ``path``, of files or folders to skip silently
+            (e.g. ``["annotations", "*.csv"]``).
+        thorough : bool
+            Decode every pixel of every image (about 4x slower); the default checks headers,
+            checksums and end markers, which catches files cut short.
         progress : bool
             Show a progress bar.
 
@@ -189,23 +196,26 @@ class Project:
         if metadata_csv is not None:
             fields_by_name, columns = read_metadata_csv(Path(metadata_csv))
         candidates, rejected = scan_folder(Path(path), layout=layout, annotator=annotator,
-                                           follow_symlinks=follow_symlinks)
+                                           follow_symlinks=follow_symlinks, exclude=exclude)
         for cand in candidates:
             cand.fields.update(fields_by_name.get(cand.path.name, {}))
-        return self._import(candidates, rejected, columns, progress=progress)
+        return self._import(candidates, rejected, columns, thorough=thorough,
+                            progress=progress)
 
     def import_csv(self, path: str | Path, *, annotator: str = "import",
-                   progress: bool = True) -> ImportReport:
+                   thorough: bool = False, progress: bool = True) -> ImportReport:
         """Import images listed in a CSV: ``filepath,label[,annotator][,slice columns…]``.
 
         Several rows for one file (one per annotator) give it several history entries.
         Relative file paths are read relative to the CSV's folder.
         """
         candidates, rejected, columns = read_label_csv(Path(path), default_annotator=annotator)
-        return self._import(candidates, rejected, columns, progress=progress)
+        return self._import(candidates, rejected, columns, thorough=thorough,
+                            progress=progress)
 
     def _import(self, candidates: list[Candidate], rejected: list[tuple[str, str]],
-                slice_columns: list[str], *, progress: bool) -> ImportReport:
+                slice_columns: list[str], *, thorough: bool,
+                progress: bool) -> ImportReport:
         report = ImportReport(rejected=list(rejected))
         for cand in candidates:
             bad = [label for _, label in cand.labels if not _valid_label(label)]
@@ -218,7 +228,7 @@ class Project:
             store.update_project_info(self._dataset,
                                       slice_fields=self.slice_fields + new_columns)
         labels = import_candidates(self._dataset, self.folder / "media", candidates,
-                                   report=report, progress=progress)
+                                   report=report, thorough=thorough, progress=progress)
         self._add_classes(labels)
         return report
 
