@@ -219,3 +219,18 @@ def test_exclude_patterns_skip_sidecar_files_silently(project, tmp_path):
                                    progress=False)
     assert len(report.added) == 2 and report.rejected == []
     assert project.classes == ["ok"]
+
+
+def test_fiftyone_reads_loupe_samples_like_its_own(project, tmp_path):
+    project.import_folder(class_folder_root(tmp_path), progress=False)
+    dataset = project.dataset
+    sample = dataset.first()
+    assert sample.ground_truth.label == "ok"
+    assert sample.metadata.width == 64 and sample.metadata.height == 48
+    assert sample.annotations[0].annotator == "import"
+    assert dataset.count_values("ground_truth.label") == {"ok": 2}
+    assert len(dataset.take(1, seed=0)) == 1
+    assert dataset.get_field("annotations") is not None
+    sample["split"] = "val"  # an edit through FiftyOne's own API keeps the history
+    sample.save()
+    assert project.history(sample.id).label.tolist() == ["ok"]
