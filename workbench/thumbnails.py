@@ -1,0 +1,140 @@
+"""Small JPEG thumbnails of project images, cached on disk.
+
+A thumbnail is keyed by the image's absolute path, its modification time and the
+requested size, so editing or replacing a file produces a fresh thumbnail while an
+unchanged file is read once and then served from the cache. Cache files are written
+atomically (a temporary file in the same folder, then :func:`os.replace`), so a reader in
+another process (a second Voila kernel) never sees half a JPEG.
+
+Pure core: no widget or display imports; the widgets turn the bytes into ``<img>`` tags.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+#: JPEG quality of cached thumbnails (small files, no visible blocking at 96 px).
+JPEG_QUALITY = 85
+#: Largest thumbnail side accepted, in pixels.
+MAX_SIZE = 2048
+#: Bumped when the rendering changes, so old cache entries are not reused.
+_CACHE_VERSION = "1"
+
+
+def thumbnail(path: str | Path, *, size: int = 96, cache_dir: Path) -> bytes:
+    """JPEG bytes of a thumbnail of an image, from the disk cache when possible.
+
+    Parameters
+    ----------
+    path : str or Path
+        The image file (any format Pillow reads; EXIF orientation is applied, transparency
+        is flattened onto white).
+    size : int, default 96
+        Length of the thumbnail's longest side in pixels; the aspect ratio is kept.
+    cache_dir : Path
+        Folder for cached thumbnails (created if missing), e.g.
+        ``project.folder / "thumbnails"``.
+
+    Returns
+    -------
+    bytes
+        A baseline RGB JPEG.
+
+    Raises
+    ------
+    ValueError
+        If ``size`` is not an integer between 1 and :data:`MAX_SIZE`.
+    FileNotFoundError
+        If ``path`` does not exist.
+    PIL.UnidentifiedImageError
+        If ``path`` is not an image Pillow can read.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
+        raise ValueError(f"thumbnail size must be an integer from 1 to {MAX_SIZE} pixels, "
+                         f"got {size!r}")
+    source = Path(path).expanduser().absolute()
+    try:
+        stat = source.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cannot make a thumbnail: image {str(source)!r} does not "
+                                "exist (was it moved or deleted after import?)") from None
+    cache_dir = Path(cache_dir)
+    cached = cache_dir / f"{_cache_key(source, stat.st_mtime_ns, size)}.jpg"
+    try:
+        return cached.read_bytes()
+    except FileNotFoundError:
+        pass
+    data = _render(source, size)
+    _write_atomically(cached, data)
+    return data
+
+
+def thumbnail_data_uri(path: str | Path, *, size: int = 96, cache_dir: Path) -> str:
+    """A thumbnail as a ``data:image/jpeg;base64,…`` URI, ready for an ``<img src>``.
+
+    Parameters are those of :func:`thumbnail`.
+    """
+    data = thumbnail(path, size=size, cache_dir=cache_dir)
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
+def cache_path(path: str | Path, *, size: int = 96, cache_dir: Path) -> Path:
+    """Where the thumbnail of ``path`` at ``size`` is (or would be) cached."""
+    source = Path(path).expanduser().absolute()
+    return Path(cache_dir) / f"{_cache_key(source, source.stat().st_mtime_ns, size)}.jpg"
+
+
+def _cache_key(source: Path, mtime_ns: int, size: int) -> str:
+    text = "\0".join((_CACHE_VERSION, str(source), str(mtime_ns), str(size)))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _render(source: Path, size: int) -> bytes:
+    with Image.open(source) as image:
+        image = ImageOps.exif_transpose(image)
+        image = _to_rgb(image)
+        width, height = image.size
+        scale = size / max(width, height)
+        new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: stretch to 8 bits instead of clipping to white.
+        image = image.convert("I")
+        low, high = image.getextrema()
+        span = max(high - low, 1)
+        image = image.point(lambda v: (v - low) * 255 / span).convert("L")
+    return image.convert("RGB")
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".jpg")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        tmp.chmod(0o644)  # mkstemp makes it owner-only; thumbnails are not secret
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
