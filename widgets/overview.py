@@ -16,14 +16,13 @@ import ipywidgets as widgets
 import pandas as pd
 from PIL import UnidentifiedImageError
 
+from workbench.labels import DISPUTED_TAG
 from workbench.thumbnails import thumbnail_data_uri
 
 if TYPE_CHECKING:
     from workbench.project import Project
 
 _CSS = Path(__file__).with_name("static") / "overview.css"
-#: Tag that marks a sample whose label people disagree on.
-DISPUTED_TAG = "disputed"
 #: Row name for samples without a consensus label.
 UNLABELLED = "(unlabelled)"
 #: Name of the totals row and column of :attr:`ProjectOverview.table`.

@@ -7,6 +7,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+#: Tag of a sample whose annotators are tied (its consensus is the earlier one, kept).
+DISPUTED_TAG = "disputed"
+
 
 @dataclass(frozen=True)
 class Annotation:

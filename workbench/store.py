@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from bson import ObjectId
 from pymongo import UpdateOne
 
-from workbench.labels import Annotation, consensus, now
+from workbench.labels import DISPUTED_TAG, Annotation, consensus, now
 from workbench.settings import fiftyone
 
 if TYPE_CHECKING:
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 PROJECT_TAG = "loupe"
 SCHEMA_VERSION = 1
-DISPUTED_TAG = "disputed"
 
 
 def dataset_exists(name: str) -> bool:
