@@ -222,11 +222,11 @@ class Project:
             if bad:
                 report.rejected.append((str(cand.path), f"invalid label {bad[0]!r}"))
         candidates = [c for c in candidates if all(_valid_label(lab) for _, lab in c.labels)]
-        new_columns = [c for c in slice_columns if c not in self.slice_fields]
-        store.ensure_slice_fields(self._dataset, slice_columns)
+        known = self.slice_fields
+        new_columns = [c for c in slice_columns if c not in known]
         if new_columns:
-            store.update_project_info(self._dataset,
-                                      slice_fields=self.slice_fields + new_columns)
+            store.ensure_slice_fields(self._dataset, new_columns)
+            store.update_project_info(self._dataset, slice_fields=known + new_columns)
         labels = import_candidates(self._dataset, self.folder / "media", candidates,
                                    report=report, thorough=thorough, progress=progress)
         self._add_classes(labels)
