@@ -159,8 +159,8 @@ class Project:
         return frame.sort_values("time", kind="stable").reset_index(drop=True)
 
     # -- import ------------------------------------------------------------------------
-    def import_folder(self, path: str | Path, layout: Layout = "class_folders", *,
-                      annotator: str = "import", metadata_csv: str | Path | None = None,
+    def import_folder(self, path: str | Path, layout: Layout = "class_folders",
+                      annotator: str = "import", metadata_csv: str | Path | None = None, *,
                       follow_symlinks: bool = False, exclude: Sequence[str] = (),
                       thorough: bool = False, progress: bool = True) -> ImportReport:
         """Import the images under a folder.
