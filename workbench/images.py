@@ -165,7 +165,7 @@ def _convert_if_needed(image: Image.Image) -> tuple[Image.Image | None, str | No
         reasons.append(f"rotated upright (EXIF orientation {orientation})")
     if image.mode not in NATIVE_MODES:
         reasons.append(f"converted from mode {image.mode} to {_target_mode(image.mode)}")
-        image = _to_native_mode(image)
+        image = to_native_mode(image)
     return image, "; ".join(reasons)
 
 
@@ -173,7 +173,7 @@ def _target_mode(mode: str) -> str:
     return "L" if mode in ("1", "I", "F") or mode.startswith("I;16") else "RGB"
 
 
-def _to_native_mode(image: Image.Image) -> Image.Image:
+def to_native_mode(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit grey (``L``) or ``RGB``."""
     mode = image.mode
     if mode == "1":

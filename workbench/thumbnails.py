@@ -20,6 +20,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from workbench.images import to_native_mode
+
 #: JPEG quality of cached thumbnails (small files, no visible blocking at 96 px).
 JPEG_QUALITY = 85
 #: Largest thumbnail side accepted, in pixels.
@@ -99,7 +101,7 @@ def _cache_key(source: Path, mtime_ns: int, size: int) -> str:
 def _render(source: Path, size: int) -> bytes:
     with Image.open(source) as image:
         image = ImageOps.exif_transpose(image)
-        image = _to_rgb(image)
+        image = to_native_mode(image).convert("RGB")
         width, height = image.size
         scale = size / max(width, height)
         new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -107,23 +109,6 @@ def _render(source: Path, size: int) -> bytes:
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grey: stretch to 8 bits instead of clipping to white.
-        image = image.convert("I")
-        low, high = image.getextrema()
-        span = max(high - low, 1)
-        image = image.point(lambda v: (v - low) * 255 / span).convert("L")
-    return image.convert("RGB")
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
