@@ -1,13 +1,58 @@
-"""Loupe's headless core: projects, ingest, labels, the demo dataset.
+"""Loupe's headless core: projects, ingest, labels, training, export, the demo dataset.
 
 >>> import workbench as wb
 >>> p = wb.Project.create("casing")
 >>> report = p.import_folder("images/", layout="class_folders")
+>>> mv = wb.train(p)                       # "v1": k-fold, out-of-fold predictions
+>>> wb.export(mv, "onnx", "casing.onnx")   # for the line-side box: wb.EdgePredictor
+
+Names are imported on first use, so ``from workbench.edge import EdgePredictor`` on an edge
+box pulls in neither FiftyOne nor torch.
 """
 
-from workbench import demo
-from workbench.ingest import ImportReport
-from workbench.project import Project, ProjectError, delete_project, list_projects
+from __future__ import annotations
 
-__all__ = ["ImportReport", "Project", "ProjectError", "delete_project", "demo", "list_projects"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Public name -> module that defines it.
+_EXPORTS = {
+    "ImportReport": "workbench.ingest",
+    "Project": "workbench.project",
+    "ProjectError": "workbench.project",
+    "delete_project": "workbench.project",
+    "list_projects": "workbench.project",
+    "ModelVersion": "workbench.versions",
+    "TrainingCancelled": "workbench.training",
+    "train": "workbench.training",
+    "export": "workbench.export",
+    "EdgePredictor": "workbench.edge",
+}
+
+if TYPE_CHECKING:
+    from workbench import demo
+    from workbench.edge import EdgePredictor
+    from workbench.export import export
+    from workbench.ingest import ImportReport
+    from workbench.project import Project, ProjectError, delete_project, list_projects
+    from workbench.training import TrainingCancelled, train
+    from workbench.versions import ModelVersion
+
+
+def __getattr__(name: str) -> Any:
+    if name == "demo":
+        return importlib.import_module("workbench.demo")
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, "demo"])
+
+
+__all__ = ["EdgePredictor", "ImportReport", "ModelVersion", "Project", "ProjectError",
+           "TrainingCancelled", "delete_project", "demo", "export", "list_projects", "train"]
 __version__ = "0.1.0"

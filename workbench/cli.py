@@ -1,4 +1,5 @@
-"""The ``loupe`` command: projects, import, the demo dashboard, a database check.
+"""The ``loupe`` command: projects, import, train, models, export, the demo dashboard, a
+database check.
 
 Errors print one line (``loupe: error: …``) and exit 2; ``--debug`` shows the traceback.
 """
@@ -95,6 +96,38 @@ def _cmd_db_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from workbench import distributed
+    from workbench.training import train
+
+    version = train(args.project, backbone=args.backbone, mode=args.mode, folds=args.folds,
+                    epochs=args.epochs, image_size=args.image_size, seed=args.seed,
+                    weights=args.weights, resume=args.resume, progress=not args.quiet)
+    if version is not None and distributed.rank() == 0:
+        print(version)
+        if version.selection:
+            print(f"auto chose {version.selection['reason']}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from workbench.project import Project
+
+    frame = Project.open(args.project).models().drop(columns="metrics")
+    print(frame.to_string(index=False) if len(frame) else "no model versions yet "
+          f"(train one: loupe train {args.project})")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from workbench.export import export
+    from workbench.project import Project
+
+    version = Project.open(args.project).model(args.version)
+    print(f"exported {version.name} to {export(version, args.format, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``loupe`` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="loupe", description="Loupe: data-centric AI "
@@ -120,6 +153,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rebuild", action="store_true", help="regenerate the demo project")
     demo.add_argument("--no-serve", action="store_true", help="only build the project")
     demo.set_defaults(func=_cmd_demo)
+
+    tr = sub.add_parser("train", help="train a model version (also under torchrun)")
+    tr.add_argument("project")
+    tr.add_argument("--mode", default="auto", choices=["auto", "probe", "finetune"])
+    tr.add_argument("--backbone", default="tf_efficientnet_lite0")
+    tr.add_argument("--weights", default="default",
+                    help="'default' (offline ImageNet), a local weights file, or 'random'")
+    tr.add_argument("--folds", type=int, default=5)
+    tr.add_argument("--epochs", type=int, default=15)
+    tr.add_argument("--image-size", type=int, default=224)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--resume", action="store_true", help="go on from an interrupted run")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=_cmd_train)
+
+    models = sub.add_parser("models", help="list a project's model versions")
+    models.add_argument("project")
+    models.set_defaults(func=_cmd_models)
+
+    exp = sub.add_parser("export", help="export a model version for an edge box")
+    exp.add_argument("project")
+    exp.add_argument("version", help="v1, v2, …")
+    exp.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    exp.add_argument("--out", required=True, help="file to write (.onnx or .pt)")
+    exp.set_defaults(func=_cmd_export)
 
     sub.add_parser("db-check", help="check that the database starts").set_defaults(
         func=_cmd_db_check)

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from workbench.backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, preprocess
-from workbench.images import ImageRejectedError, content_hash, read_bytes
+from workbench.images import ImageReadError, ImageRejectedError, content_hash, read_bytes
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -46,10 +46,6 @@ DEFAULT_NUM_WORKERS = 0
 #: returned to the OS by glibc's malloc after every layer and page-faulted back in.
 DEFAULT_BATCH_SIZE = 8
 Weights = str | os.PathLike[str] | None
-
-
-class ImageReadError(ValueError):
-    """An image file that cannot be read or decoded; the message names the file."""
 
 
 @dataclass(frozen=True)

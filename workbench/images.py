@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,3 +191,23 @@ def to_native_mode(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be read or decoded; the message names the file."""
+
+
+def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an image file to an RGB array of shape (H, W, 3), uint8.
+
+    Raises :class:`ImageReadError` naming the file when it is missing or not an image.
+    """
+    try:
+        data = read_bytes(Path(path))
+        with Image.open(io.BytesIO(data)) as image:
+            return np.array(image.convert("RGB"), dtype=np.uint8)
+    except ImageRejectedError as error:
+        raise ImageReadError(f"cannot read image {str(path)!r}: {error.reason}") from None
+    except Exception as error:  # Pillow raises many types for corrupt data
+        raise ImageReadError(f"cannot decode image {str(path)!r} "
+                             f"({type(error).__name__}: {error})") from None

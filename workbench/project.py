@@ -26,6 +26,8 @@ from workbench.settings import projects_dir
 if TYPE_CHECKING:
     import fiftyone as fo
 
+    from workbench.versions import ModelVersion
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TASKS = ("classification",)
 
@@ -237,6 +239,37 @@ class Project:
         added = [label for label in labels if label not in classes]
         if added:
             store.update_project_info(self._dataset, classes=classes + added)
+
+    # -- model versions ----------------------------------------------------------------
+    def models(self) -> pd.DataFrame:
+        """Model versions, oldest first: name, parent, backbone, mode, created, accuracy,
+        macro_f1 (out-of-fold or validation), metrics (the whole dict)."""
+        from workbench.versions import ModelVersion, models_dir, version_names
+
+        rows = []
+        for name in version_names(self.folder):
+            version = ModelVersion.load(models_dir(self.folder) / name, self.name)
+            rows.append({"name": name, "parent": version.parent,
+                         "backbone": version.config.get("backbone"), "mode": version.mode,
+                         "created": pd.Timestamp(version.record.get("created")),
+                         "accuracy": version.metrics.get("accuracy"),
+                         "macro_f1": version.metrics.get("macro_f1"),
+                         "metrics": version.metrics})
+        return pd.DataFrame(rows, columns=["name", "parent", "backbone", "mode", "created",
+                                           "accuracy", "macro_f1", "metrics"])
+
+    def model(self, name: str | None = None) -> ModelVersion:
+        """Open a model version by name (``"v1"``); the newest when ``name`` is None."""
+        from workbench.versions import ModelVersion, models_dir, version_names
+
+        names = version_names(self.folder)
+        if name is None and names:
+            name = names[-1]
+        if name not in names:
+            raise ProjectError(f"project {self.name!r} has no model version {name!r} "
+                               f"(versions: {', '.join(names) or 'none yet'}); train one with "
+                               "wb.train(project)")
+        return ModelVersion.load(models_dir(self.folder) / name, self.name)
 
     # -- reading -----------------------------------------------------------------------
     def to_pandas(self) -> pd.DataFrame:

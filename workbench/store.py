@@ -198,3 +198,39 @@ def histories(dataset: fo.Dataset, sample_ids: Sequence[str]) -> dict[str, list[
               for a, label, t in zip(names or [], labels or [], times or [], strict=True)]
         for sid, names, labels, times in zip(ids, who, what, when, strict=True)
     }
+
+
+def set_predictions(dataset: fo.Dataset, field_name: str, predictions: Mapping[str, dict],
+                    classes: Sequence[str]) -> None:
+    """Write a model's predictions as ``fo.Classification`` on a field of the samples.
+
+    ``predictions`` maps sample id to ``label``, ``confidence``, ``probabilities`` (in the
+    order of ``classes``) and ``fold``; ``logits`` holds the log-probabilities, as FiftyOne's
+    own evaluation expects. Samples not in the mapping keep the field unset. The field is
+    replaced as a whole, so a re-run never leaves predictions of an older run behind.
+    """
+    import math
+
+    fo = fiftyone()
+    if dataset.has_sample_field(field_name):
+        dataset.delete_sample_field(field_name)
+    dataset.add_sample_field(field_name, fo.EmbeddedDocumentField,
+                             embedded_doc_type=fo.Classification)
+    values = {sid: fo.Classification(label=p["label"], confidence=p["confidence"],
+                                     logits=[math.log(max(v, 1e-12)) for v in p["probabilities"]],
+                                     probabilities=p["probabilities"], fold=p["fold"])
+              for sid, p in predictions.items()}
+    if values:
+        dataset.set_values(field_name, values, key_field="id")
+    info = dict(dataset.info)
+    info.setdefault("loupe", {}).setdefault("prediction_classes", {})[field_name] = list(classes)
+    dataset.info = info
+    dataset.save()
+
+
+def labelled_samples(view: fo.DatasetView) -> dict[str, list]:
+    """id, filepath, content_hash, label (consensus), split of every labelled sample."""
+    keys = ["id", "filepath", "content_hash", "ground_truth.label", "split"]
+    columns = dict(zip(["sample_id", "filepath", "content_hash", "label", "split"],
+                       view.exists("ground_truth.label").values(keys), strict=True))
+    return {name: list(values) for name, values in columns.items()}

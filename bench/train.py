@@ -1,0 +1,168 @@
+"""Few-shot training on NEU: wb.train's modes against a frozen-embedding baseline.
+
+Usage: ``python bench/train.py [--data ../shared/data/neu_surface_defect] [--shots 50]
+[--seeds 5] [--modes auto probe finetune] [--folds 5] [--epochs 15] [--image-size 224]``
+
+All 1,800 NEU images go into one throwaway project (a temporary FiftyOne database and Loupe
+home). For each seed, ``--shots`` images are drawn stratified by class; ``wb.train`` sees
+only those (a view), and the model kept is scored on every other image. The baseline, in the
+same process and on the same draws: frozen ``tf_efficientnet_lite0`` embeddings at the same
+size + scikit-learn ``LogisticRegression()`` with default settings. Printed per mode: mean ±
+std accuracy over seeds, wall time per run and peak resident memory during the run; then
+the wall time of a 5-fold probe on 300 images (embedding cache cold and warm), and the
+embedding pipeline's throughput against the raw forward (see bench/embeddings.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "neu_surface_defect"
+
+
+class PeakMemory:
+    """Peak resident memory of this process (MiB) while the block runs, sampled at 20 Hz."""
+
+    def __enter__(self) -> PeakMemory:
+        self.process, self.peak, self._stop = psutil.Process(), 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self._stop.wait(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        return self.peak / 2**20
+
+
+def draw(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Indices of ``shots`` samples stratified by label (as equal per class as possible)."""
+    from sklearn.model_selection import train_test_split
+
+    chosen, _ = train_test_split(np.arange(len(labels)), train_size=shots, stratify=labels,
+                                 random_state=seed)
+    return np.sort(chosen)
+
+
+def baseline_accuracy(vectors: np.ndarray, labels: np.ndarray, chosen: np.ndarray) -> float:
+    from sklearn.linear_model import LogisticRegression
+
+    rest = np.setdiff1d(np.arange(len(labels)), chosen)
+    model = LogisticRegression(max_iter=3000).fit(vectors[chosen], labels[chosen])
+    return float((model.predict(vectors[rest]) == labels[rest]).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--shots", type=int, default=50)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--modes", nargs="+", default=["auto", "probe", "finetune"])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--skip-speed", action="store_true",
+                        help="skip the 300-image probe timing and the throughput ratio")
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        sys.exit(f"no data folder {args.data} (see ../shared/data/SOURCE.md)")
+
+    root = Path(tempfile.mkdtemp(prefix="loupe-bench-train-"))
+    os.environ["FIFTYONE_DATABASE_DIR"] = str(root / "db")
+    os.environ["LOUPE_HOME"] = str(root / "home")
+    import workbench as wb  # after the environment points at the throwaway folders
+    from workbench.embeddings import embed_project
+
+    print(f"machine: {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} "
+          f"GiB; command: {' '.join(sys.argv)}", flush=True)
+    p = wb.Project.create("neu")
+    report = p.import_folder(args.data, "class_folders", exclude=["annotations/*"],
+                             progress=False)
+    print(f"imported: {report.summary()}", flush=True)
+    ids, paths, truth = p.dataset.values(["id", "filepath", "ground_truth.label"])
+    ids, paths, truth = np.array(ids), np.array(paths), np.array(truth)
+    vectors = embed_project(p, image_size=args.image_size, progress=False).vectors
+
+    results: dict[str, list[tuple[float, float, float]]] = {"baseline": []}
+    for seed in range(args.seeds):
+        chosen = draw(truth, args.shots, seed)
+        rest = np.setdiff1d(np.arange(len(truth)), chosen)
+        results["baseline"].append((baseline_accuracy(vectors, truth, chosen), 0.0, 0.0))
+        view = p.dataset.select(list(ids[chosen]))
+        for mode in args.modes:
+            start = time.perf_counter()
+            with PeakMemory() as memory:
+                mv = wb.train(p, mode=mode, folds=args.folds, epochs=args.epochs,
+                              image_size=args.image_size, seed=seed, view=view,
+                              progress=False)
+                predicted = mv.predict(list(paths[rest]), progress=False)["label"].to_numpy()
+            seconds = time.perf_counter() - start
+            accuracy = float((predicted == truth[rest]).mean())
+            results.setdefault(mode, []).append((accuracy, seconds, memory.mib))
+            extra = f" [{mv.selection['reason']}]" if mv.selection else ""
+            print(f"seed {seed} {mode:>8}: accuracy {accuracy:.4f} on {len(rest)} images, "
+                  f"{seconds:.0f} s, peak {memory.mib:.0f} MiB; kept {mv.mode}, "
+                  f"{mv.metrics['evaluated_on']} {mv.metrics['accuracy']:.3f}{extra}",
+                  flush=True)
+        print(f"seed {seed} baseline: accuracy {results['baseline'][-1][0]:.4f}", flush=True)
+
+    print(f"\n{args.shots}-shot NEU, {args.seeds} seeds, {args.image_size} px, "
+          f"folds={args.folds}, epochs={args.epochs}")
+    print("| contestant | accuracy (mean ± std) | s per run (train + predict) | peak MiB |")
+    print("|---|---:|---:|---:|")
+    for name, rows in results.items():
+        acc = [r[0] for r in rows]
+        std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        label = ("baseline: frozen lite0 + LogisticRegression" if name == "baseline"
+                 else f"`wb.train(mode={name!r})`")
+        timing = "—" if name == "baseline" else f"{statistics.mean(r[1] for r in rows):.0f}"
+        peak = "—" if name == "baseline" else f"{max(r[2] for r in rows):.0f}"
+        print(f"| {label} | {statistics.mean(acc):.4f} ± {std:.4f} | {timing} | {peak} |")
+    if not args.skip_speed:
+        speed(p, ids, truth, args.image_size)
+
+
+def speed(p, ids: np.ndarray, truth: np.ndarray, image_size: int) -> None:
+    """5-fold probe on 300 images (cold and warm cache), and pipeline/raw throughput."""
+    import shutil
+
+    import workbench as wb
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import embeddings as embedding_bench  # bench/embeddings.py
+
+    view = p.dataset.select(list(ids[draw(truth, 300, 0)]))
+    shutil.rmtree(p.folder / "embeddings")
+    times = []
+    for _ in ("cold", "warm"):
+        start = time.perf_counter()
+        wb.train(p, mode="probe", folds=5, image_size=image_size, view=view, progress=False)
+        times.append(time.perf_counter() - start)
+    print(f"\n5-fold probe on 300 images: {times[0]:.1f} s with the embedding cache cold, "
+          f"{times[1]:.1f} s warm (goal < 60 s)")
+    sys.argv = [sys.argv[0], "--repeats", "1"]
+    embedding_bench.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Training: real (tiny) models on the demo project, out-of-fold predictions, versions,
+reopening in a new process, cancel and resume, and a 2-process DDP run under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import workbench as wb
+from workbench.finetune import FinetuneSettings
+
+TINY = {"folds": 2, "epochs": 2, "image_size": 64, "progress": False}
+
+
+@pytest.fixture
+def images_factory(tmp_path):
+    """Import ``per_class`` small, class-tinted images per class into a project."""
+    def make(project, *, per_class: int, classes=("a", "b", "c")):
+        rng = np.random.default_rng(0)
+        for c, name in enumerate(classes):
+            for i in range(per_class):
+                pixels = rng.integers(0, 120, (48, 48, 3), dtype=np.uint8)
+                pixels[..., c % 3] += 120
+                (tmp_path / "in" / name).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(tmp_path / "in" / name / f"{i}.png")
+        project.import_folder(tmp_path / "in", progress=False)
+    return make
+
+
+@pytest.fixture(scope="module")
+def trained(demo_project):
+    """A probe version of the shared demo project (5 classes x 10 images)."""
+    return wb.train(demo_project, mode="probe", **TINY)
+
+
+class StopAfter:
+    """A cancel flag that is set after ``n`` checks (one check per training batch)."""
+
+    def __init__(self, n: float) -> None:
+        self.n, self.checks = n, 0
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        return self.checks > self.n
+
+
+def oof(version: wb.ModelVersion) -> np.ndarray:
+    frame = version.oof_predictions().sort_values("sample_id")
+    return frame[version.classes].to_numpy()
+
+
+def test_probe_writes_out_of_fold_predictions_on_every_labelled_sample(demo_project, trained):
+    ids, truth, preds = demo_project.dataset.values(
+        ["id", "ground_truth.label", f"pred_{trained.name}"])
+    snapshot = trained.snapshot().set_index("sample_id")
+    assert sorted(snapshot.index) == sorted(i for i, t in zip(ids, truth, strict=True) if t)
+    for sid, pred in zip(ids, preds, strict=True):
+        probs = np.array(pred.probabilities)
+        assert probs.shape == (len(trained.classes),)
+        assert probs.sum() == pytest.approx(1, abs=1e-4)
+        assert pred.label == trained.classes[int(probs.argmax())]
+        assert pred.fold == snapshot.loc[sid, "fold"] in (0, 1)  # held out by that fold
+    metrics = trained.metrics
+    assert metrics["evaluated_on"] == "out-of-fold"
+    assert metrics["n_evaluated"] == len(snapshot)
+    assert metrics["accuracy"] > 1 / len(trained.classes)  # better than chance: real features
+    assert set(metrics["per_class"]) >= set(trained.classes)
+
+
+def test_predict_returns_a_frame_with_one_probability_column_per_class(demo_project, trained):
+    view = demo_project.dataset.limit(6)
+    frame = trained.predict(view, progress=False)
+    assert list(frame.columns) == ["sample_id", "filepath", "label", "confidence",
+                                   *trained.classes]
+    assert frame["sample_id"].tolist() == view.values("id")
+    assert np.allclose(frame[trained.classes].sum(axis=1), 1, atol=1e-5)
+    by_path = trained.predict(view.values("filepath"), progress=False)
+    assert "sample_id" not in by_path
+    assert np.allclose(by_path[trained.classes], frame[trained.classes], atol=1e-6)
+
+
+def test_a_version_reopens_in_a_new_process(demo_project, trained):
+    paths = demo_project.dataset.limit(5).values("filepath")
+    expected = trained.predict(paths, progress=False)[trained.classes].to_numpy()
+    script = ("import json, sys, workbench as wb\n"
+              f"p = wb.Project.open({demo_project.name!r})\n"
+              f"mv = p.model({trained.name!r})\n"
+              f"frame = mv.predict({paths!r}, progress=False)\n"
+              "print(json.dumps({'probs': frame[mv.classes].values.tolist(),\n"
+              "                  'versions': p.models()['name'].tolist()}))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=300)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert np.allclose(result["probs"], expected, atol=1e-5)
+    assert trained.name in result["versions"]
+
+
+def test_versions_are_numbered_and_record_their_parent(project, images_factory):
+    images_factory(project, per_class=4)
+    first = wb.train(project, mode="probe", **TINY)
+    second = wb.train(project, mode="probe", **TINY)
+    assert (first.name, second.name) == ("v1", "v2")
+    assert (first.parent, second.parent) == (None, "v1")
+    table = project.models()
+    assert table["name"].tolist() == ["v1", "v2"]
+    assert table.loc[1, "parent"] == "v1"
+    assert table.loc[0, "mode"] == "probe"
+    assert np.allclose(oof(first), oof(second))  # same seed: the same model
+    assert project.model().name == "v2"
+    with pytest.raises(wb.ProjectError, match=r"no model version 'v9'.*v1, v2"):
+        project.model("v9")
+
+
+def test_auto_cross_validates_the_candidates_and_records_why(project, images_factory):
+    images_factory(project, per_class=4)
+    version = wb.train(project, mode="auto", **TINY)
+    selection = version.selection
+    assert set(selection["candidates"]) == {"probe", "finetune", "ensemble"}
+    assert version.mode == selection["chosen"]
+    best = max(c["accuracy"] for c in selection["candidates"].values())
+    assert selection["candidates"][version.mode]["accuracy"] == best
+    assert version.mode in selection["reason"]
+    members = {"probe": ["probe"], "finetune": ["finetune"], "ensemble": ["probe", "finetune"]}
+    assert version.record["members"] == members[version.mode]
+    assert len(version.classifier.members) == len(members[version.mode])
+
+
+def test_cancelled_finetune_resumes_to_the_same_model(project, images_factory):
+    images_factory(project, per_class=4)  # 3 classes x 4: 6 per fold, one batch per epoch
+    options = {**TINY, "mode": "finetune",
+               "settings": FinetuneSettings(batch_size=8, patience=10)}
+    reference = wb.train(project, **options)
+    # Fold 0 takes 2 batches (2 epochs); stop at fold 1's second epoch.
+    with pytest.raises(wb.TrainingCancelled, match="resume"):
+        wb.train(project, cancel=StopAfter(3), **options)
+    assert project.models()["name"].tolist() == [reference.name]  # nothing half-written
+    runs = list((project.folder / "models" / ".runs").iterdir())
+    assert len(runs) == 1
+    assert (runs[0] / "finetune_fold0.npz").is_file()
+    assert (runs[0] / "finetune_fold1.state.pt").is_file()
+    counter = StopAfter(float("inf"))
+    resumed = wb.train(project, resume=True, cancel=counter, **options)
+    assert counter.checks < 2 + 2 + 1 + resumed.record["final_epochs"] * 2  # folds skipped
+    assert np.allclose(oof(resumed), oof(reference), atol=1e-5)
+    paths = project.dataset.values("filepath")
+    assert np.allclose(resumed.predict(paths, progress=False)[resumed.classes],
+                       reference.predict(paths, progress=False)[reference.classes], atol=1e-5)
+    assert not (project.folder / "models" / ".runs" / runs[0].name).exists()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"mode": "fast"}, "mode='fast' is not one of"),
+    ({"folds": 0}, "folds must be an integer >= 1"),
+    ({"image_size": 8}, "image_size must be an integer >= 16"),
+    ({"folds": 5}, "folds=5 needs at least 5 labelled images per class: 'a' has 4"),
+    ({"backbone": "resnet18", "weights": "default"}, "weights='path/to/file.pth'"),
+])
+def test_bad_arguments_get_specific_errors(project, images_factory, kwargs, message):
+    images_factory(project, per_class=4)
+    with pytest.raises(ValueError, match=message):
+        wb.train(project, **{**TINY, **kwargs})
+    assert project.models().empty
+
+
+def test_a_single_class_cannot_be_trained(project, images_factory):
+    images_factory(project, per_class=4, classes=("a",))
+    with pytest.raises(ValueError, match="needs at least 2"):
+        wb.train(project, **TINY)
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun is installed with torch")
+def test_torchrun_two_processes_train_one_version(project, images_factory):
+    images_factory(project, per_class=4)
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    command = [torchrun, "--nproc-per-node", "2", "--no-python", "loupe", "train",
+               project.name, "--mode", "finetune", "--folds", "2", "--epochs", "1",
+               "--image-size", "64", "--quiet"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+           f"{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("ModelVersion(") == 1  # rank 0 reports, rank 1 does not
+    version = project.model("v1")
+    assert version.record["world_size"] == 2
+    assert version.metrics["n_evaluated"] == 12

@@ -1,0 +1,412 @@
+"""``train``: a project's labelled images in, a cross-validated model version out.
+
+>>> mv = train(project)            # auto: probe vs fine-tune vs both, by 5-fold CV
+>>> mv.metrics["accuracy"]         # out-of-fold: no image is scored by a model that saw it
+>>> project.dataset.first()["pred_v1"].probabilities
+
+Every labelled sample is held out by exactly one of ``folds`` models; those out-of-fold
+probabilities become ``pred_<version>`` on the samples (what label-issue detection needs)
+and the metrics. The model kept is then retrained on all labelled images.
+
+Modes: ``probe`` fits a logistic-regression head on cached frozen embeddings (seconds);
+``finetune`` starts from that head (linear probe, then fine-tune) and trains the whole
+network with augmentation and early stopping; ``auto`` cross-validates both and their
+average, keeps the best by out-of-fold accuracy (then log loss), and records why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+)
+from sklearn.model_selection import StratifiedKFold
+from torch import nn
+from tqdm.auto import tqdm
+
+from workbench import distributed
+from workbench.backbones import DEFAULT_BACKBONE, create_backbone
+from workbench.classifier import Classifier
+from workbench.embeddings import EmbeddingCache
+from workbench.finetune import (
+    CancelFlag,
+    FinetuneSettings,
+    TrainingCancelled,
+    fit,
+    load_pixels,
+)
+from workbench.probe import DEFAULT_C, fit_head, head_probabilities
+from workbench.versions import (
+    ModelVersion,
+    VersionFiles,
+    checkpoint,
+    latest_version,
+    probability_frame,
+    release_name,
+    reserve_name,
+    write_predictions,
+    write_version,
+)
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+    from workbench.project import Project
+
+Mode = Literal["auto", "probe", "finetune"]
+MODES = ("auto", "probe", "finetune")
+
+
+def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode = "auto",
+          folds: int = 5, epochs: int = 15, image_size: int = 224, seed: int = 0,
+          view: fo.DatasetView | None = None, *, weights: str | None = "default",
+          resume: bool = False, settings: FinetuneSettings | None = None,
+          probe_c: float = DEFAULT_C, cancel: CancelFlag | None = None,
+          progress: bool = True) -> ModelVersion | None:
+    """Train a new model version of a project on its labelled images.
+
+    Parameters
+    ----------
+    project : Project or str
+        The project, or its name (what ``torchrun`` workers pass: only rank 0 opens it).
+    backbone, weights
+        As :func:`workbench.backbones.create_backbone` takes them.
+    mode : {"auto", "probe", "finetune"}, default "auto"
+    folds : int, default 5
+        k >= 2: k-fold cross-validation, stratified by class; every class needs at least k
+        labelled images. 1: train on the ``train`` split, validate on ``val``.
+    epochs : int, default 15
+        Most epochs per fine-tune (early stopping on the held-out fold may stop sooner; the
+        final model trains for the median best epoch).
+    image_size : int, default 224
+        Side of the square each image is resized to.
+    seed : int, default 0
+        Folds, initialisation, augmentation and batch order; a CPU run is reproducible.
+    view : fiftyone view of the project, optional
+        Train on these samples only (still only the labelled ones).
+    resume : bool, default False
+        Go on from an interrupted or cancelled run with the same arguments and labels.
+    settings : FinetuneSettings, optional
+        Learning rates, batch size, patience, label smoothing.
+    probe_c : float, default 1.0
+        Inverse L2 strength of the probe's logistic regression.
+    cancel : object with ``is_set()``, optional
+        Checked between batches (a ``threading.Event`` a Stop button sets): raises
+        :class:`TrainingCancelled`. Interrupting the kernel does the same.
+    progress : bool, default True
+
+    Returns
+    -------
+    ModelVersion
+        ``None`` on the other ranks of a ``torchrun`` job.
+    """
+    _check_arguments(mode, folds, epochs, image_size, seed)
+    settings = settings or FinetuneSettings()
+    distributed.setup()
+    try:
+        return _Run(project, backbone=backbone, weights=weights, mode=mode, folds=folds,
+                    epochs=epochs, image_size=image_size, seed=seed, view=view,
+                    resume=resume, settings=settings, probe_c=probe_c, cancel=cancel,
+                    progress=progress).run()
+    except KeyboardInterrupt:
+        raise TrainingCancelled("training interrupted; finished epochs and folds are kept, "
+                                "resume with train(..., resume=True)") from None
+
+
+def _check_arguments(mode: object, folds: object, epochs: object, image_size: object,
+                     seed: object) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {list(MODES)}.")
+    for name, value, least in (("folds", folds, 1), ("epochs", epochs, 1),
+                               ("image_size", image_size, 16), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}.")
+
+
+def evaluate(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str],
+             evaluated_on: str) -> dict[str, Any]:
+    """Metrics of probabilities (n, n_classes) against integer labels (n,)."""
+    predicted = probs.argmax(axis=1)
+    ids = list(range(len(classes)))
+    return {
+        "evaluated_on": evaluated_on, "n_evaluated": len(labels),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, labels=ids, average="macro",
+                                   zero_division=0)),
+        "log_loss": float(log_loss(labels, np.clip(probs, 1e-12, 1), labels=ids)),
+        "per_class": classification_report(labels, predicted, labels=ids,
+                                           target_names=list(classes), output_dict=True,
+                                           zero_division=0),
+        "confusion": confusion_matrix(labels, predicted, labels=ids).tolist(),
+    }
+
+
+class _Run:
+    """One call of :func:`train`: data, folds, candidates, final model, version."""
+
+    def __init__(self, project: Project | str, **options: Any) -> None:
+        self.__dict__.update(options)
+        self.started = time.time()
+        self.is_main = distributed.rank() == 0
+        job = self._read_project(project) if self.is_main else None
+        job = distributed.broadcast(job)
+        self.project, self.project_name = (project if self.is_main else None), job["name"]
+        self.folder, self.parent = Path(job["folder"]), job["parent"]
+        self.samples, self.classes = job["samples"], job["classes"]
+        self.y = np.array([self.classes.index(label) for label in self.samples["label"]])
+        self.fold = self._folds()
+        self.config = self._config()
+        self.run_dir = self.folder / "models" / ".runs" / self._key()
+
+    # -- inputs ------------------------------------------------------------------------
+    def _read_project(self, project: Project | str) -> dict[str, Any]:
+        from workbench import store
+        from workbench.project import Project
+
+        if isinstance(project, str):
+            project = Project.open(project)
+        elif not isinstance(project, Project):
+            raise TypeError(f"project must be a Project or a project name, got "
+                            f"{type(project).__name__}.")
+        if self.view is not None and getattr(self.view, "dataset_name", None) != project.name:
+            raise ValueError(f"view must be a view of project {project.name!r}'s dataset.")
+        samples = store.labelled_samples(project.dataset if self.view is None else self.view)
+        counts = pd.Series(samples["label"], dtype=object).value_counts()
+        classes = [c for c in project.classes if c in counts.index]
+        classes += sorted(set(counts.index) - set(classes))
+        self._check_counts(project.name, counts, classes, samples["split"])
+        return {"name": project.name, "folder": str(project.folder), "samples": samples,
+                "classes": classes, "parent": latest_version(project.folder)}
+
+    def _check_counts(self, name: str, counts: pd.Series, classes: list[str],
+                      splits: list[str]) -> None:
+        if len(classes) < 2:
+            raise ValueError(f"project {name!r} has labelled images of {len(classes)} class(es) "
+                             f"({', '.join(classes) or 'none'}); training needs at least 2.")
+        if self.folds >= 2:
+            few = {c: int(counts[c]) for c in classes if counts[c] < self.folds}
+            if few:
+                listed = ", ".join(f"{c!r} has {n}" for c, n in few.items())
+                raise ValueError(f"folds={self.folds} needs at least {self.folds} labelled "
+                                 f"images per class: {listed}. Label more, or pass a smaller "
+                                 "folds (1 uses the project's train/val split).")
+        elif "val" not in splits or "train" not in splits:
+            raise ValueError("folds=1 trains on the 'train' split and validates on 'val', but "
+                             f"the labelled images of {name!r} are not in both splits; pass "
+                             "folds >= 2.")
+
+    def _folds(self) -> np.ndarray:
+        """Fold that holds each sample out; -1: never held out (folds=1, train split)."""
+        if self.folds == 1:
+            return np.where(np.array(self.samples["split"]) == "val", 0, -1)
+        fold = np.empty(len(self.y), dtype=int)
+        splitter = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
+        for f, (_, held) in enumerate(splitter.split(np.zeros(len(self.y)), self.y)):
+            fold[held] = f
+        return fold
+
+    def _config(self) -> dict[str, Any]:
+        view = None if self.view is None else [repr(s) for s in self.view._stages]
+        return {"backbone": self.backbone, "weights": str(self.weights), "mode": self.mode,
+                "folds": self.folds, "epochs": self.epochs, "image_size": self.image_size,
+                "seed": self.seed, "view": view, "probe_c": self.probe_c,
+                "finetune": dataclasses.asdict(self.settings)}
+
+    def _key(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
+        for column in ("sample_id", "content_hash", "label"):
+            digest.update("\n".join(map(str, self.samples[column])).encode())
+        return digest.hexdigest()[:16]
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> ModelVersion | None:
+        if self.is_main:
+            if not self.resume and self.run_dir.exists():
+                shutil.rmtree(self.run_dir)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier()
+        self._prepare_backbone()
+        candidates: dict[str, np.ndarray] = {}
+        if self.mode in ("probe", "auto"):
+            candidates["probe"] = self._probe_oof()
+        if self.mode in ("finetune", "auto"):
+            candidates["finetune"] = self._finetune_oof()
+        if self.mode == "auto":
+            candidates["ensemble"] = (candidates["probe"] + candidates["finetune"]) / 2
+        held = self.fold >= 0
+        evaluated_on = "out-of-fold" if self.folds >= 2 else "validation"
+        scores = {name: evaluate(p[held], self.y[held], self.classes, evaluated_on)
+                  for name, p in candidates.items()}
+        chosen, selection = self._choose(scores)
+        members = self._final_members(chosen)
+        if not self.is_main:
+            distributed.barrier()
+            return None
+        version = self._write(chosen, candidates[chosen], scores[chosen], selection, members)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        distributed.barrier()
+        return version
+
+    def _prepare_backbone(self) -> None:
+        body, spec = create_backbone(self.backbone, weights=self.weights)
+        self.spec, self.pretrained = spec, body.state_dict()
+        if spec.weights_source == "random" and self.mode != "finetune":
+            raise ValueError(f"mode={self.mode!r} needs pretrained weights (a probe on a "
+                             "random network learns nothing); pass weights='default' or a "
+                             "file, or mode='finetune'.")
+        vectors = None
+        if self.is_main and spec.weights_source != "random":
+            vectors = EmbeddingCache(self.folder / "embeddings").embed(
+                self.samples["filepath"], backbone=self.backbone, weights=self.weights,
+                image_size=self.image_size, progress=self.progress).vectors
+        self.vectors = distributed.broadcast(vectors)
+        self.pixels: torch.Tensor | None = None
+
+    def _body(self) -> nn.Module:
+        body, _ = create_backbone(self.backbone, weights=None)
+        body.load_state_dict(self.pretrained)
+        return body
+
+    def _member(self, rows: np.ndarray) -> nn.Sequential:
+        """Pretrained body + a probe head fitted on ``rows`` (a random head without
+        pretrained features)."""
+        if self.vectors is None:
+            head = nn.Linear(self.spec.num_features, len(self.classes))
+        else:
+            head = fit_head(self.vectors[rows], self.y[rows], len(self.classes), c=self.probe_c)
+        return nn.Sequential(self._body(), head)
+
+    def _probe_oof(self) -> np.ndarray:
+        probs = np.full((len(self.y), len(self.classes)), np.nan, dtype=np.float32)
+        for f in range(self.folds):
+            held = self.fold == f
+            head = fit_head(self.vectors[~held], self.y[~held], len(self.classes),
+                            c=self.probe_c)
+            probs[held] = head_probabilities(head, self.vectors[held])
+        return probs
+
+    def _load_pixels(self) -> torch.Tensor:
+        if self.pixels is None:
+            self.pixels = load_pixels(self.samples["filepath"], self.image_size,
+                                      progress=self.progress)
+        return self.pixels
+
+    def _finetune_oof(self) -> np.ndarray:
+        probs = np.full((len(self.y), len(self.classes)), np.nan, dtype=np.float32)
+        self.best_epochs: list[int] = []
+        for f in tqdm(range(self.folds), desc="folds", unit="fold",
+                      disable=not self.progress):
+            done = self.run_dir / f"finetune_fold{f}.npz"
+            held = self.fold == f
+            if done.is_file():  # from an earlier, interrupted run
+                saved = np.load(done)
+                probs[held], best = saved["probs"], int(saved["best_epoch"])
+            else:
+                pixels, train_rows = self._load_pixels(), np.flatnonzero(~held)
+                state = self.run_dir / f"finetune_fold{f}.state.pt"
+                result = fit(self._member(~held), pixels[train_rows], self.y[train_rows],
+                             val_pixels=pixels[held], val_labels=self.y[held],
+                             settings=self.settings, epochs=self.epochs, seed=self.seed + f,
+                             mean=self.spec.mean, std=self.spec.std, state_path=state,
+                             cancel=self.cancel, desc=f"fold {f + 1}/{self.folds}",
+                             progress=self.progress)
+                probs[held], best = result.val_probs, result.best_epoch
+                if self.is_main:
+                    partial = done.with_name(f".{done.name}.partial.npz")
+                    np.savez(partial, probs=probs[held], best_epoch=best)
+                    partial.replace(done)
+                    state.unlink(missing_ok=True)
+            self.best_epochs.append(best)
+        return probs
+
+    def _choose(self, scores: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
+        if self.mode != "auto":
+            return self.mode, None
+        ranked = sorted(scores, key=lambda n: (-scores[n]["accuracy"], scores[n]["log_loss"]))
+        chosen = ranked[0]
+        figures = ", ".join(f"{n} {scores[n]['accuracy']:.3f} (log loss "
+                            f"{scores[n]['log_loss']:.3f})" for n in ranked)
+        reason = (f"{chosen}: highest {scores[chosen]['evaluated_on']} accuracy, ties broken by "
+                  f"lower log loss; {figures}")
+        return chosen, {"chosen": chosen, "reason": reason,
+                        "candidates": {n: {k: scores[n][k] for k in
+                                           ("accuracy", "macro_f1", "log_loss")}
+                                       for n in scores}}
+
+    def _final_members(self, chosen: str) -> list[tuple[str, str, nn.Module]]:
+        everything = np.ones(len(self.y), dtype=bool)
+        members = []
+        if chosen in ("probe", "ensemble"):
+            members.append(("probe", self.spec.name, self._member(everything).eval()))
+        if chosen in ("finetune", "ensemble"):
+            self.final_epochs = max(1, round(statistics.median(self.best_epochs)))
+            result = fit(self._member(everything), self._load_pixels(), self.y,
+                         settings=self.settings, epochs=self.final_epochs,
+                         seed=self.seed + self.folds, mean=self.spec.mean, std=self.spec.std,
+                         state_path=self.run_dir / "finetune_final.state.pt",
+                         cancel=self.cancel, desc="final model", progress=self.progress)
+            members.append(("finetune", self.spec.name, result.member))
+        return members
+
+    def _write(self, chosen: str, oof: np.ndarray, metrics: dict[str, Any],
+               selection: dict[str, Any] | None,
+               members: list[tuple[str, str, nn.Module]]) -> ModelVersion:
+        held = self.fold >= 0
+        predictions = probability_frame(oof[held], self.classes)
+        predictions.insert(0, "sample_id", np.array(self.samples["sample_id"])[held])
+        predictions["fold"] = self.fold[held]
+        snapshot = pd.DataFrame({k: self.samples[k] for k in
+                                 ("sample_id", "filepath", "content_hash", "label")})
+        snapshot["fold"] = self.fold
+        classifier = Classifier([m for _, _, m in members], image_size=self.image_size,
+                                mean=self.spec.mean, std=self.spec.std, classes=self.classes)
+        name = reserve_name(self.folder)
+        record = {
+            "name": name, "project": self.project_name, "created": pd.Timestamp.now(
+                tz="UTC").isoformat(), "parent": self.parent, "mode": chosen,
+            "classes": self.classes, "config": self.config, "metrics": metrics,
+            "selection": selection, "members": [kind for kind, _, _ in members],
+            "spec": dataclasses.asdict(self.spec), "n_samples": len(self.y),
+            "best_epochs": getattr(self, "best_epochs", None),
+            "final_epochs": getattr(self, "final_epochs", None),
+            "world_size": distributed.world_size(), "torch": torch.__version__,
+            "duration_s": round(time.time() - self.started, 1)}
+        try:
+            dataset = self._dataset()
+            write_predictions(dataset, f"pred_{name}", predictions, self.classes)
+            folder = write_version(self.folder, name, VersionFiles(
+                record=record, snapshot=snapshot, predictions=predictions,
+                checkpoint=checkpoint(members, classes=self.classes,
+                                      image_size=self.image_size, mean=self.spec.mean,
+                                      std=self.spec.std)))
+        except BaseException:
+            release_name(self.folder, name)
+            raise
+        version = ModelVersion.load(folder, self.project_name)
+        version._classifier = classifier.eval()
+        return version
+
+    def _dataset(self) -> fo.Dataset:
+        from workbench.project import Project
+
+        project = self.project
+        return (project if isinstance(project, Project) else Project.open(project)).dataset
+
+
+__all__ = ["MODES", "FinetuneSettings", "TrainingCancelled", "evaluate", "train"]

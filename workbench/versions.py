@@ -1,0 +1,305 @@
+"""Model versions: what a training run leaves behind, on disk under the project's folder.
+
+``<project folder>/models/v3/`` holds ``version.json`` (config, metrics, parent, why
+``auto`` chose its mode), ``model.pt`` (the :class:`~workbench.classifier.Classifier`'s
+members), ``snapshot.parquet`` (sample ids + labels trained on) and
+``predictions.parquet`` (out-of-fold or validation probabilities). A version folder
+appears by one atomic rename once everything in it is written, so a crash never leaves a
+half-written version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.classifier import Classifier, build_member
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^v(\d+)$")
+
+
+def models_dir(project_folder: Path) -> Path:
+    """Where a project's versions live."""
+    return Path(project_folder) / "models"
+
+
+def version_names(project_folder: Path) -> list[str]:
+    """Complete versions (folders with a ``version.json``), oldest first."""
+    folder = models_dir(project_folder)
+    if not folder.is_dir():
+        return []
+    names = [p.name for p in folder.iterdir()
+             if _NAME.match(p.name) and (p / "version.json").is_file()]
+    return sorted(names, key=lambda n: int(n[1:]))
+
+
+def latest_version(project_folder: Path) -> str | None:
+    """The newest complete version's name, None when there is none."""
+    names = version_names(project_folder)
+    return names[-1] if names else None
+
+
+def reserve_name(project_folder: Path) -> str:
+    """Claim the next free ``v<n>`` by creating its (empty) folder; safe across processes."""
+    folder = models_dir(project_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    number = max(taken, default=0) + 1
+    while True:
+        try:
+            (folder / f"v{number}").mkdir()
+            return f"v{number}"
+        except FileExistsError:
+            number += 1
+
+
+@dataclass
+class VersionFiles:
+    """Everything a finished run writes; :func:`write_version` stores it under a name."""
+
+    record: dict[str, Any]
+    checkpoint: dict[str, Any]
+    snapshot: pd.DataFrame
+    predictions: pd.DataFrame
+
+
+def write_version(project_folder: Path, name: str, files: VersionFiles) -> Path:
+    """Write a reserved version's files into a hidden folder, then rename it into place."""
+    folder = models_dir(project_folder)
+    partial = folder / f".{name}.{uuid.uuid4().hex[:8]}.partial"
+    partial.mkdir(parents=True)
+    try:
+        torch.save(files.checkpoint, partial / "model.pt")
+        files.snapshot.to_parquet(partial / "snapshot.parquet", index=False)
+        files.predictions.to_parquet(partial / "predictions.parquet", index=False)
+        (partial / "version.json").write_text(json.dumps(files.record, indent=2, default=str))
+        partial.replace(folder / name)  # onto the empty reserved folder: atomic
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return folder / name
+
+
+def release_name(project_folder: Path, name: str) -> None:
+    """Give back a reserved name whose version was never written."""
+    with_files = models_dir(project_folder) / name
+    if with_files.is_dir() and not any(with_files.iterdir()):
+        with_files.rmdir()
+
+
+@dataclass
+class ModelVersion:
+    """One trained model of a project: reopen with ``project.model("v1")``.
+
+    Attributes
+    ----------
+    name : str
+        ``"v1"``, ``"v2"``, … in the order versions were made in the project.
+    folder : Path
+        The version's folder.
+    project_name : str
+    record : dict
+        The parsed ``version.json``.
+    """
+
+    name: str
+    folder: Path
+    project_name: str
+    record: dict[str, Any]
+    _classifier: Classifier | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], project_name: str) -> ModelVersion:
+        """Open the version stored in ``folder`` (a ``models/v<n>`` folder)."""
+        folder = Path(folder)
+        path = folder / "version.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{str(path)!r} is not a readable model version ({error}).") from None
+        return cls(name=folder.name, folder=folder, project_name=project_name, record=record)
+
+    # -- what was recorded ---------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        """The arguments of the run (backbone, mode, folds, epochs, image size, seed, …)."""
+        return self.record["config"]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """accuracy, macro_f1, log_loss, per_class report, confusion matrix, ``evaluated_on``
+        (``"out-of-fold"`` or ``"validation"``) and ``n_evaluated``."""
+        return self.record["metrics"]
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in the order of the probability columns."""
+        return list(self.record["classes"])
+
+    @property
+    def mode(self) -> str:
+        """What was trained: ``"probe"``, ``"finetune"`` or ``"ensemble"`` (auto's choice)."""
+        return self.record["mode"]
+
+    @property
+    def parent(self) -> str | None:
+        """The project's newest version when this one was trained."""
+        return self.record.get("parent")
+
+    @property
+    def selection(self) -> dict[str, Any] | None:
+        """For ``mode="auto"``: every candidate's cross-validated metrics and the reason."""
+        return self.record.get("selection")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.folder / "model.pt"
+
+    def snapshot(self) -> pd.DataFrame:
+        """The samples trained on: sample_id, filepath, content_hash, label, fold."""
+        return pd.read_parquet(self.folder / "snapshot.parquet")
+
+    def oof_predictions(self) -> pd.DataFrame:
+        """Out-of-fold (or validation) predictions: sample_id, label, confidence, one
+        probability column per class; only samples a fold held out."""
+        return pd.read_parquet(self.folder / "predictions.parquet")
+
+    # -- the network ------------------------------------------------------------------------
+    @property
+    def classifier(self) -> Classifier:
+        """The network, preprocessing included, on the CPU in eval mode (loaded once)."""
+        if self._classifier is None:
+            self._classifier = load_classifier(self.checkpoint_path)
+        return self._classifier
+
+    def predict(self, paths_or_view: Any, *, batch_size: int = 8,
+                progress: bool = True) -> pd.DataFrame:
+        """Predict image files, or every sample of a FiftyOne view or dataset.
+
+        Returns
+        -------
+        pd.DataFrame
+            One row per image, in input order: ``sample_id`` (for a view), ``filepath``,
+            ``label``, ``confidence``, then one probability column per class.
+        """
+        ids, paths = _inputs(paths_or_view)
+        probs = self._probe_from_cache(paths, batch_size=batch_size, progress=progress)
+        if probs is None:
+            probs = self.classifier.predict_files(paths, batch_size=batch_size,
+                                                  progress=progress)
+        frame = probability_frame(probs, self.classes)
+        frame.insert(0, "filepath", [str(p) for p in paths])
+        if ids is not None:
+            frame.insert(0, "sample_id", ids)
+        return frame
+
+    def _probe_from_cache(self, paths: list[str], *, batch_size: int,
+                          progress: bool) -> np.ndarray | None:
+        """A probe's probabilities from the project's embedding cache (the same frozen body
+        the checkpoint holds, keyed by content), None for other versions."""
+        if (self.record.get("members") != ["probe"]
+                or not self.record["spec"]["weights_source"].startswith("package:")):
+            return None
+        from workbench.embeddings import EmbeddingCache
+        from workbench.probe import head_probabilities
+
+        vectors = EmbeddingCache(self.folder.parent.parent / "embeddings").embed(
+            paths, backbone=self.config["backbone"], weights=self.config["weights"],
+            image_size=self.config["image_size"], batch_size=batch_size,
+            progress=progress).vectors
+        return head_probabilities(self.classifier.members[0][1], vectors)
+
+    def __repr__(self) -> str:
+        accuracy = self.metrics.get("accuracy")
+        shown = f"{accuracy:.3f}" if isinstance(accuracy, float) else "n/a"
+        return (f"ModelVersion({self.project_name}/{self.name}: {self.mode}, "
+                f"{self.config.get('backbone')} @ {self.config.get('image_size')} px, "
+                f"{self.metrics.get('evaluated_on', '')} accuracy {shown})")
+
+
+def probability_frame(probs: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
+    """label, confidence, then one column per class, for probabilities (n, n_classes)."""
+    best = probs.argmax(axis=1) if len(probs) else np.empty(0, dtype=int)
+    frame = pd.DataFrame({"label": [classes[i] for i in best],
+                          "confidence": probs.max(axis=1) if len(probs) else []})
+    for i, name in enumerate(classes):
+        frame[name] = probs[:, i]
+    return frame
+
+
+def _inputs(paths_or_view: Any) -> tuple[list[str] | None, list[str]]:
+    if hasattr(paths_or_view, "values") and hasattr(paths_or_view, "dataset_name"):
+        ids, paths = paths_or_view.values(["id", "filepath"])
+        return list(ids), list(paths)
+    if isinstance(paths_or_view, str | os.PathLike):
+        return None, [os.fspath(paths_or_view)]
+    try:
+        paths = [os.fspath(p) for p in paths_or_view]
+    except TypeError:
+        raise TypeError("predict takes image paths or a FiftyOne view, got "
+                        f"{type(paths_or_view).__name__}.") from None
+    return None, paths
+
+
+def checkpoint(members: Sequence[tuple[str, str, torch.nn.Module]], *, classes: Sequence[str],
+               image_size: int, mean: Sequence[float], std: Sequence[float]) -> dict[str, Any]:
+    """The ``model.pt`` content for members given as (kind, backbone name, Sequential)."""
+    return {"format": FORMAT_VERSION, "classes": list(classes), "image_size": image_size,
+            "mean": list(mean), "std": list(std),
+            "members": [{"kind": kind, "backbone": backbone,
+                         "state_dict": {k: v.detach().clone() for k, v in
+                                        module.state_dict().items()}}
+                        for kind, backbone, module in members]}
+
+
+def load_classifier(path: Path) -> Classifier:
+    """Rebuild the :class:`Classifier` a ``model.pt`` describes."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"cannot read checkpoint {str(path)!r} "
+                         f"({type(error).__name__}: {error}).") from None
+    if saved.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{str(path)!r} has checkpoint format {saved.get('format')!r}; this "
+                         f"Loupe reads format {FORMAT_VERSION}.")
+    members = []
+    for entry in saved["members"]:
+        member = build_member(entry["backbone"], len(saved["classes"]))
+        member.load_state_dict(entry["state_dict"])
+        members.append(member)
+    return Classifier(members, image_size=saved["image_size"], mean=saved["mean"],
+                      std=saved["std"], classes=saved["classes"]).eval()
+
+
+def write_predictions(dataset: fo.Dataset, field_name: str, frame: pd.DataFrame,
+                      classes: Sequence[str]) -> None:
+    """Store a version's held-out predictions on the samples (via the store adapter)."""
+    from workbench import store
+
+    probs = frame[list(classes)].to_numpy(dtype=float)
+    store.set_predictions(dataset, field_name, {
+        sample_id: {"label": label, "confidence": float(confidence),
+                    "probabilities": row.tolist(), "fold": int(fold)}
+        for sample_id, label, confidence, fold, row in zip(
+            frame["sample_id"], frame["label"], frame["confidence"], frame["fold"], probs,
+            strict=True)}, classes)
+
+
+__all__ = ["ModelVersion", "VersionFiles", "checkpoint", "latest_version", "load_classifier",
+           "probability_frame", "release_name", "reserve_name", "version_names",
+           "write_predictions", "write_version"]
