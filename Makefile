@@ -37,6 +37,8 @@ test: install chromium
 
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/embeddings.py
+	$(BIN)/python bench/train.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -131,6 +131,9 @@ def test_auto_cross_validates_the_candidates_and_records_why(project, images_fac
     members = {"probe": ["probe"], "finetune": ["finetune"], "ensemble": ["probe", "finetune"]}
     assert version.record["members"] == members[version.mode]
     assert len(version.classifier.members) == len(members[version.mode])
+    paths = project.dataset.values("filepath")  # probe members read the embedding cache:
+    fast = version.predict(paths, progress=False)[version.classes].to_numpy()
+    assert np.allclose(fast, version.classifier.predict_files(paths), atol=1e-4)  # same model
 
 
 def test_cancelled_finetune_resumes_to_the_same_model(project, images_factory):

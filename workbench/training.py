@@ -310,6 +310,7 @@ class _Run:
     def _finetune_oof(self) -> np.ndarray:
         probs = np.full((len(self.y), len(self.classes)), np.nan, dtype=np.float32)
         self.best_epochs: list[int] = []
+        self.curves: list[list[dict[str, float]]] = []
         for f in tqdm(range(self.folds), desc="folds", unit="fold",
                       disable=not self.progress):
             done = self.run_dir / f"finetune_fold{f}.npz"
@@ -317,6 +318,7 @@ class _Run:
             if done.is_file():  # from an earlier, interrupted run
                 saved = np.load(done)
                 probs[held], best = saved["probs"], int(saved["best_epoch"])
+                self.curves.append(json.loads(str(saved["curve"])))
             else:
                 pixels, train_rows = self._load_pixels(), np.flatnonzero(~held)
                 state = self.run_dir / f"finetune_fold{f}.state.pt"
@@ -327,9 +329,11 @@ class _Run:
                              cancel=self.cancel, desc=f"fold {f + 1}/{self.folds}",
                              progress=self.progress)
                 probs[held], best = result.val_probs, result.best_epoch
+                self.curves.append(result.curve)
                 if self.is_main:
                     partial = done.with_name(f".{done.name}.partial.npz")
-                    np.savez(partial, probs=probs[held], best_epoch=best)
+                    np.savez(partial, probs=probs[held], best_epoch=best,
+                             curve=json.dumps(result.curve))
                     partial.replace(done)
                     state.unlink(missing_ok=True)
             self.best_epochs.append(best)
@@ -385,6 +389,7 @@ class _Run:
             "spec": dataclasses.asdict(self.spec), "n_samples": len(self.y),
             "best_epochs": getattr(self, "best_epochs", None),
             "final_epochs": getattr(self, "final_epochs", None),
+            "curves": getattr(self, "curves", None),
             "world_size": distributed.world_size(), "torch": torch.__version__,
             "duration_s": round(time.time() - self.started, 1)}
         try:

@@ -198,23 +198,23 @@ class ModelVersion:
             ``label``, ``confidence``, then one probability column per class.
         """
         ids, paths = _inputs(paths_or_view)
-        probs = self._probe_from_cache(paths, batch_size=batch_size, progress=progress)
-        if probs is None:
-            probs = self.classifier.predict_files(paths, batch_size=batch_size,
-                                                  progress=progress)
+        probs = self._probabilities(paths, batch_size=batch_size, progress=progress)
         frame = probability_frame(probs, self.classes)
         frame.insert(0, "filepath", [str(p) for p in paths])
         if ids is not None:
             frame.insert(0, "sample_id", ids)
         return frame
 
-    def _probe_from_cache(self, paths: list[str], *, batch_size: int,
-                          progress: bool) -> np.ndarray | None:
-        """A probe's probabilities from the project's embedding cache (the same frozen body
-        the checkpoint holds, keyed by content), None for other versions."""
-        if (self.record.get("members") != ["probe"]
+    def _probabilities(self, paths: list[str], *, batch_size: int,
+                       progress: bool) -> np.ndarray:
+        """Mean of the members' probabilities (n, n_classes). Probe members read the
+        project's embedding cache (their frozen body is the packaged one, keyed by content);
+        the others run the network."""
+        kinds = self.record.get("members", [])
+        classifier = self.classifier
+        if ("probe" not in kinds
                 or not self.record["spec"]["weights_source"].startswith("package:")):
-            return None
+            return classifier.predict_files(paths, batch_size=batch_size, progress=progress)
         from workbench.embeddings import EmbeddingCache
         from workbench.probe import head_probabilities
 
@@ -222,7 +222,18 @@ class ModelVersion:
             paths, backbone=self.config["backbone"], weights=self.config["weights"],
             image_size=self.config["image_size"], batch_size=batch_size,
             progress=progress).vectors
-        return head_probabilities(self.classifier.members[0][1], vectors)
+        total = sum(head_probabilities(member[1], vectors)
+                    for kind, member in zip(kinds, classifier.members, strict=True)
+                    if kind == "probe")
+        others = [m for kind, m in zip(kinds, classifier.members, strict=True)
+                  if kind != "probe"]
+        if others:
+            rest = Classifier(others, image_size=classifier.image_size,
+                              mean=classifier.mean.flatten().tolist(),
+                              std=classifier.std.flatten().tolist(), classes=self.classes)
+            total = total + len(others) * rest.predict_files(paths, batch_size=batch_size,
+                                                             progress=progress)
+        return (total / len(kinds)).astype(np.float32)
 
     def __repr__(self) -> str:
         accuracy = self.metrics.get("accuracy")
