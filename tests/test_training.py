@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import workbench as wb
@@ -195,3 +196,34 @@ def test_torchrun_two_processes_train_one_version(project, images_factory):
     version = project.model("v1")
     assert version.record["world_size"] == 2
     assert version.metrics["n_evaluated"] == 12
+
+
+def test_finetune_can_train_only_the_last_part_of_the_body():
+    from workbench.backbones import create_backbone
+    from workbench.finetune import fit
+
+    body, spec = create_backbone()
+    before = {k: v.clone() for k, v in body.state_dict().items()}
+    rng = np.random.default_rng(0)
+    pixels = torch.from_numpy(rng.integers(0, 255, (8, 3, 32, 32), dtype=np.uint8))
+    member = torch.nn.Sequential(body, torch.nn.Linear(spec.num_features, 2))
+    result = fit(member, pixels, np.array([0, 1] * 4), epochs=1, seed=0, mean=spec.mean,
+                 std=spec.std, settings=FinetuneSettings(trainable=0.2, batch_size=4),
+                 progress=False)
+    after = result.member[0].state_dict()
+    names = [n for n, _ in body.named_parameters()]
+    changed = [n for n in names if not torch.equal(before[n], after[n])]
+    assert changed and set(changed) <= set(names[-round(0.2 * len(names)):])
+    assert "conv_stem.weight" not in changed
+
+
+def test_interrupting_the_kernel_raises_training_cancelled(project, images_factory):
+    images_factory(project, per_class=4)
+
+    class Interrupt:
+        def is_set(self) -> bool:
+            raise KeyboardInterrupt  # what Jupyter's "Interrupt the kernel" does mid-batch
+
+    with pytest.raises(wb.TrainingCancelled, match="resume=True"):
+        wb.train(project, mode="finetune", cancel=Interrupt(), **TINY)
+    assert project.models().empty

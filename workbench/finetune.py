@@ -53,6 +53,9 @@ class FinetuneSettings:
     patience: int = 5
     warmup_epochs: int = 1
     freeze_batchnorm: bool = True
+    #: Share of the body's parameter tensors trained, counted from the output end: 1.0 is
+    #: the whole network, 0.3 roughly the last blocks (about 2.5x faster steps on a CPU).
+    trainable: float = 1.0
 
 
 @dataclass
@@ -158,6 +161,12 @@ def fit(member: nn.Sequential, pixels: torch.Tensor, labels: np.ndarray, *,
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     member = member.to(memory_format=torch.channels_last)
     body, head = member[0], member[1]
+    if not 0.0 <= settings.trainable <= 1.0:
+        raise ValueError(f"trainable must be between 0 and 1, got {settings.trainable!r}.")
+    parameters = list(body.parameters())
+    frozen = len(parameters) - round(settings.trainable * len(parameters))
+    for i, parameter in enumerate(parameters):
+        parameter.requires_grad_(i >= frozen)
     optimizer = torch.optim.AdamW(
         [{"params": [p for p in body.parameters() if p.requires_grad], "lr": settings.lr},
          {"params": list(head.parameters()), "lr": settings.head_lr}],

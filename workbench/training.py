@@ -386,6 +386,8 @@ class _Run:
                 tz="UTC").isoformat(), "parent": self.parent, "mode": chosen,
             "classes": self.classes, "config": self.config, "metrics": metrics,
             "selection": selection, "members": [kind for kind, _, _ in members],
+            "files": {"checkpoint": "model.pt", "snapshot": "snapshot.parquet",
+                      "predictions": "predictions.parquet"},
             "spec": dataclasses.asdict(self.spec), "n_samples": len(self.y),
             "best_epochs": getattr(self, "best_epochs", None),
             "final_epochs": getattr(self, "final_epochs", None),
