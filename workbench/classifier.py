@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 (the usual name)
 from torch import nn
+from tqdm.auto import tqdm
 
 from workbench.backbones import create_backbone
 from workbench.images import ImageReadError, read_rgb
@@ -87,8 +88,6 @@ class Classifier(nn.Module):
 
         Consecutive images of the same size share a batch; the module is put in eval mode.
         """
-        from tqdm.auto import tqdm
-
         self.eval()
         out = np.empty((len(paths), len(self.classes)), dtype=np.float32)
         batch: list[np.ndarray] = []

@@ -16,6 +16,7 @@ average, keeps the best by out-of-fold accuracy (then log loss), and records why
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -283,14 +284,15 @@ class _Run:
         body.load_state_dict(self.pretrained)
         return body
 
-    def _member(self, rows: np.ndarray) -> nn.Sequential:
-        """Pretrained body + a probe head fitted on ``rows`` (a random head without
-        pretrained features)."""
+    def _head(self, rows: np.ndarray) -> nn.Linear:
+        """A probe head fitted on ``rows`` (random without pretrained features)."""
         if self.vectors is None:
-            head = nn.Linear(self.spec.num_features, len(self.classes))
-        else:
-            head = fit_head(self.vectors[rows], self.y[rows], len(self.classes), c=self.probe_c)
-        return nn.Sequential(self._body(), head)
+            return nn.Linear(self.spec.num_features, len(self.classes))
+        return fit_head(self.vectors[rows], self.y[rows], len(self.classes), c=self.probe_c)
+
+    def _member(self, head: nn.Linear) -> nn.Sequential:
+        """The pretrained body with a copy of ``head``."""
+        return nn.Sequential(self._body(), copy.deepcopy(head))
 
     def _probe_oof(self) -> np.ndarray:
         probs = np.full((len(self.y), len(self.classes)), np.nan, dtype=np.float32)
@@ -322,8 +324,8 @@ class _Run:
             else:
                 pixels, train_rows = self._load_pixels(), np.flatnonzero(~held)
                 state = self.run_dir / f"finetune_fold{f}.state.pt"
-                result = fit(self._member(~held), pixels[train_rows], self.y[train_rows],
-                             val_pixels=pixels[held], val_labels=self.y[held],
+                result = fit(self._member(self._head(~held)), pixels[train_rows],
+                             self.y[train_rows], val_pixels=pixels[held], val_labels=self.y[held],
                              settings=self.settings, epochs=self.epochs, seed=self.seed + f,
                              mean=self.spec.mean, std=self.spec.std, state_path=state,
                              cancel=self.cancel, desc=f"fold {f + 1}/{self.folds}",
@@ -354,13 +356,13 @@ class _Run:
                                        for n in scores}}
 
     def _final_members(self, chosen: str) -> list[tuple[str, str, nn.Module]]:
-        everything = np.ones(len(self.y), dtype=bool)
+        head = self._head(np.ones(len(self.y), dtype=bool))  # one fit serves both members
         members = []
         if chosen in ("probe", "ensemble"):
-            members.append(("probe", self.spec.name, self._member(everything).eval()))
+            members.append(("probe", self.spec.name, self._member(head).eval()))
         if chosen in ("finetune", "ensemble"):
             self.final_epochs = max(1, round(statistics.median(self.best_epochs)))
-            result = fit(self._member(everything), self._load_pixels(), self.y,
+            result = fit(self._member(head), self._load_pixels(), self.y,
                          settings=self.settings, epochs=self.final_epochs,
                          seed=self.seed + self.folds, mean=self.spec.mean, std=self.spec.std,
                          state_path=self.run_dir / "finetune_final.state.pt",
