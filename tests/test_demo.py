@@ -7,13 +7,13 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from workbench.demo import ANNOTATORS, CONFUSED_PAIR, demo_table
+from workbench.demo import ANNOTATORS, CONFUSED_PAIR, DUPLICATES, demo_table
 from workbench.demo_render import CLASSES, render_casing
 
 
 def test_demo_project_has_the_promised_shape(demo_project):
     frame = demo_project.to_pandas()
-    assert len(frame) == 50
+    assert len(frame) == 50 + DUPLICATES
     assert demo_project.classes == list(CLASSES)
     assert demo_project.slice_fields == ["line", "camera", "lighting"]
     assert set(frame.line) == {"A", "B", "C"} and set(frame.lighting) == {"bright", "dim"}
@@ -63,3 +63,20 @@ def test_dim_images_are_darker(demo_project):
                                      for p in group.filepath])
                   for lighting, group in frame.groupby("lighting")}
     assert brightness["dim"] < 0.75 * brightness["bright"]
+
+
+def test_misfiled_copies_have_the_pixels_of_their_original_and_another_label(tmp_path):
+    from workbench.demo import write_demo_images
+
+    table = demo_table(n_per_class=3, seed=2, duplicates=2)
+    copies = table[table.duplicate_of.notna()]
+    assert len(copies) == 2 and len(table) == 17
+    paths = dict(zip(table.filename, write_demo_images(tmp_path, table, seed=2, size=32),
+                     strict=True))
+    for copy in copies.itertuples():
+        original = table[table.filename == copy.duplicate_of].iloc[0]
+        assert copy.alice == copy.bob == copy.carol != original.demo_truth
+        assert copy.demo_truth == original.demo_truth
+        assert paths[copy.filename].read_bytes() != paths[copy.duplicate_of].read_bytes()
+        assert np.array_equal(np.asarray(Image.open(paths[copy.filename])),
+                              np.asarray(Image.open(paths[copy.duplicate_of])))

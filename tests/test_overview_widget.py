@@ -21,7 +21,8 @@ N_PER_CLASS = 4
 def overview_project():
     from workbench.demo import create_demo_project
 
-    return create_demo_project("overview-test", n_per_class=N_PER_CLASS, overwrite=True)
+    return create_demo_project("overview-test", n_per_class=N_PER_CLASS, duplicates=0,
+                               overwrite=True)
 
 
 def _decode(data: bytes) -> Image.Image:

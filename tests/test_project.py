@@ -127,6 +127,17 @@ def test_duplicates_are_reported_and_reimport_is_idempotent(project, tmp_path):
     assert all(len(project.history(s)) == 1 for s in first.added)
 
 
+def test_a_copy_filed_under_another_class_in_the_same_import_keeps_its_label(project,
+                                                                             tmp_path):
+    paths = class_folder(tmp_path / "imgs", {"dent": 2})
+    (tmp_path / "imgs" / "scratch").mkdir()
+    (tmp_path / "imgs" / "scratch" / "copy.png").write_bytes(paths[0].read_bytes())
+    report = project.import_folder(tmp_path / "imgs", progress=False)
+    assert len(report.added) == 2 and len(report.duplicates) == 1
+    sid = project.dataset.select_by("filepath", [str(paths[0].absolute())]).first().id
+    assert sorted(project.history(sid).label) == ["dent", "scratch"]
+
+
 def test_import_csv_with_annotators_and_slices_and_disputes(project, tmp_path):
     for i in range(3):
         write_image(tmp_path / "img" / f"{i}.png", seed=40 + i)

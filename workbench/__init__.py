@@ -1,9 +1,10 @@
-"""Loupe's headless core: projects, ingest, labels, training, export, the demo dataset.
+"""Loupe's headless core: projects, ingest, labels, training, analysis, export, the demo.
 
 >>> import workbench as wb
 >>> p = wb.Project.create("casing")
 >>> report = p.import_folder("images/", layout="class_folders")
 >>> mv = wb.train(p)                       # "v1": k-fold, out-of-fold predictions
+>>> wb.label_issues(p, mv).head(10)      # the labels most likely wrong
 >>> wb.export(mv, "onnx", "casing.onnx")   # for the line-side box: wb.EdgePredictor
 
 Names are imported on first use, so ``from workbench.edge import EdgePredictor`` on an edge
@@ -27,13 +28,28 @@ _EXPORTS = {
     "train": "workbench.training",
     "export": "workbench.export",
     "EdgePredictor": "workbench.edge",
+    **dict.fromkeys(("confusion", "confusion_samples", "class_report", "slice_report",
+                     "discover_slices", "label_issues", "data_advice"),
+                    "workbench.model_analysis"),
+    **dict.fromkeys(("agreement", "near_duplicates", "outliers", "datasheet"),
+                    "workbench.data_analysis"),
 }
 
 if TYPE_CHECKING:
     from workbench import demo
+    from workbench.data_analysis import agreement, datasheet, near_duplicates, outliers
     from workbench.edge import EdgePredictor
     from workbench.export import export
     from workbench.ingest import ImportReport
+    from workbench.model_analysis import (
+        class_report,
+        confusion,
+        confusion_samples,
+        data_advice,
+        discover_slices,
+        label_issues,
+        slice_report,
+    )
     from workbench.project import Project, ProjectError, delete_project, list_projects
     from workbench.training import TrainingCancelled, train
     from workbench.versions import ModelVersion
@@ -54,5 +70,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["EdgePredictor", "ImportReport", "ModelVersion", "Project", "ProjectError",
-           "TrainingCancelled", "delete_project", "demo", "export", "list_projects", "train"]
+           "TrainingCancelled", "agreement", "class_report", "confusion", "confusion_samples",
+           "data_advice", "datasheet", "delete_project", "demo", "discover_slices", "export",
+           "label_issues", "list_projects", "near_duplicates", "outliers", "slice_report",
+           "train"]
 __version__ = "0.1.0"

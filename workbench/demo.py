@@ -4,8 +4,10 @@ Brushed-metal casings at 128 px in five classes (``ok``, ``scratch``, ``dent``,
 ``pit_mark``, ``discoloration``), slice fields ``line`` (A/B/C), ``camera`` (cam1/cam2)
 and ``lighting`` (bright/dim), and three simulated annotators: ``alice`` and ``bob`` are
 careful, ``carol`` often swaps ``dent`` and ``discoloration``. In dim light pit marks are
-faint, so a model is weakest there. The generator's own truth is kept in ``demo_truth`` so
-tutorials can measure how well Loupe finds wrong labels.
+faint, so a model is weakest there. A few images were exported twice and the copy filed
+under the wrong class by everyone (identical pixels, different bytes, conflicting labels).
+The generator's own truth is kept in ``demo_truth`` so tutorials can measure how well Loupe
+finds wrong labels.
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ ANNOTATORS = {
     "carol": {"noise": 0.04, "swap": 0.45},
 }
 CONFUSED_PAIR = ("dent", "discoloration")
+#: Images exported twice, the copy misfiled under another class (default of the demo).
+DUPLICATES = 3
 
 
-def demo_table(*, n_per_class: int = 40, seed: int = 0) -> pd.DataFrame:
-    """The demo's design, one row per image: file name, true label, slice values, and the
-    label each annotator gives. Pure: no images are drawn and nothing is written."""
+def demo_table(*, n_per_class: int = 40, seed: int = 0, duplicates: int = 0) -> pd.DataFrame:
+    """The demo's design, one row per image: file name, true label, slice values, the label
+    each annotator gives, and ``duplicate_of`` (the original's file name for a misfiled copy,
+    else None). Pure: no images are drawn and nothing is written."""
     rng = np.random.default_rng(seed)
     rows = []
     for label in CLASSES:
@@ -46,10 +51,17 @@ def demo_table(*, n_per_class: int = 40, seed: int = 0) -> pd.DataFrame:
                 "line": LINES[rng.integers(len(LINES))],
                 "camera": CAMERAS[rng.integers(len(CAMERAS))],
                 "lighting": "dim" if rng.random() < DIM_SHARE else "bright",
+                "duplicate_of": None,
             }
             for name, habits in ANNOTATORS.items():
                 row[name] = _annotate(rng, label, **habits)
             rows.append(row)
+    for original in rng.choice(len(rows), size=min(duplicates, len(rows)), replace=False):
+        copy = dict(rows[original], filename=rows[original]["filename"].replace(".png",
+                                                                                 "_copy.png"),
+                    duplicate_of=rows[original]["filename"])
+        misfiled = str(rng.choice([c for c in CLASSES if c != copy["demo_truth"]]))
+        rows.append({**copy, **dict.fromkeys(ANNOTATORS, misfiled)})
     return pd.DataFrame(rows)
 
 
@@ -63,21 +75,27 @@ def _annotate(rng: np.random.Generator, truth: str, *, noise: float, swap: float
 
 def write_demo_images(folder: Path, table: pd.DataFrame, *, seed: int = 0,
                       size: int = 128) -> list[Path]:
-    """Render every row of ``table`` to ``folder/<demo_truth>/<filename>``."""
+    """Render every row of ``table`` to ``folder/<demo_truth>/<filename>``; a duplicate row
+    gets its original's pixels, saved with other PNG settings (so other bytes)."""
     rng = np.random.default_rng([seed, size])
-    paths = []
+    paths, drawn = [], {}
     for row in table.itertuples(index=False):
         path = folder / row.demo_truth / row.filename
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels = render_casing(rng, row.demo_truth, lighting=row.lighting, line=row.line,
-                               camera=row.camera, size=size)
-        Image.fromarray(pixels).save(path, optimize=False, compress_level=1)
+        original = getattr(row, "duplicate_of", None)
+        if isinstance(original, str):
+            Image.fromarray(drawn[original]).save(path, optimize=False, compress_level=9)
+        else:
+            pixels = render_casing(rng, row.demo_truth, lighting=row.lighting, line=row.line,
+                                   camera=row.camera, size=size)
+            Image.fromarray(pixels).save(path, optimize=False, compress_level=1)
+            drawn[row.filename] = pixels
         paths.append(path)
     return paths
 
 
 def create_demo_project(name: str = "demo", n_per_class: int = 40, seed: int = 0, *,
-                        overwrite: bool = False, size: int = 128,
+                        overwrite: bool = False, size: int = 128, duplicates: int = DUPLICATES,
                         progress: bool = False) -> Project:
     """Generate the demo images and import them as a project with three annotators.
 
@@ -93,11 +111,13 @@ def create_demo_project(name: str = "demo", n_per_class: int = 40, seed: int = 0
         Replace an existing project of that name.
     size : int
         Image side in pixels.
+    duplicates : int
+        Images exported twice, the copy labelled as another class by every annotator.
     """
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")
     project = Project.create(name, classes=CLASSES, overwrite=overwrite)
-    table = demo_table(n_per_class=n_per_class, seed=seed)
+    table = demo_table(n_per_class=n_per_class, seed=seed, duplicates=duplicates)
     image_dir = project.folder / "demo_images"
     write_demo_images(image_dir, table, seed=seed, size=size)
     rows = [

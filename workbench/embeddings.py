@@ -144,9 +144,10 @@ def _check_args(image_size: object, batch_size: object, num_workers: object) -> 
 
 
 def _compute(model: nn.Module, spec: BackboneSpec, paths: Sequence[Path], *, image_size: int,
-             batch_size: int, num_workers: int | None,
-             progress: bool) -> tuple[np.ndarray, list[str]]:
-    """Vectors of shape (n, num_features), and the hashes of the bytes they were made from."""
+             batch_size: int, num_workers: int | None, progress: bool,
+             flip: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Vectors of shape (n, num_features), and the hashes of the bytes they were made from;
+    with ``flip``, of the left-right mirrored images."""
     vectors = np.empty((len(paths), spec.num_features), dtype=np.float32)
     hashes: list[str] = []
     if not paths:
@@ -160,6 +161,8 @@ def _compute(model: nn.Module, spec: BackboneSpec, paths: Sequence[Path], *, ima
             if isinstance(batch, str):
                 raise ImageReadError(batch)
             digests, pixels = batch
+            if flip:
+                pixels = pixels.flip(-1)
             vectors[len(hashes):len(hashes) + len(digests)] = model(pixels.contiguous(
                 memory_format=torch.channels_last)).float().numpy()
             hashes += digests
@@ -211,24 +214,25 @@ class EmbeddingCache:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
 
-    def path(self, spec: BackboneSpec, image_size: int) -> Path:
-        """The file holding the embeddings of this backbone at this image size."""
+    def path(self, spec: BackboneSpec, image_size: int, *, flip: bool = False) -> Path:
+        """The file holding the embeddings of this backbone at this image size (of the
+        mirrored images with ``flip``)."""
         if spec.weights_source == "random":
             raise ValueError(f"{spec.name!r} with random weights is another network on every "
                              "call, so its embeddings cannot be cached; use embed_paths.")
-        key = f"{spec.name}|{spec.weights_source}|{image_size}"
+        key = f"{spec.name}|{spec.weights_source}|{image_size}" + ("|hflip" if flip else "")
         if spec.weights_source.startswith("file:"):  # the same path may hold new weights
             with Path(spec.weights_source.removeprefix("file:")).open("rb") as file:
                 key += "|" + hashlib.file_digest(file, "sha256").hexdigest()
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name)
         digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        return self.folder / f"{slug}-{image_size}px-{digest}.npy"
+        return self.folder / f"{slug}-{image_size}px{'-hflip' if flip else ''}-{digest}.npy"
 
-    def lookup(self, spec: BackboneSpec, image_size: int,
-               hashes: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(self, spec: BackboneSpec, image_size: int, hashes: Sequence[str], *,
+               flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Cached vectors of shape (n, num_features), zero where missing, and the found mask
         of shape (n,), bool, for content hashes of shape (n,)."""
-        table = self._read(self.path(spec, image_size), spec)
+        table = self._read(self.path(spec, image_size, flip=flip), spec)
         rows = {digest: i for i, digest in enumerate(table["content_hash"].astype(str))}
         found = np.array([h in rows for h in hashes], dtype=bool)
         vectors = np.zeros((len(hashes), spec.num_features), dtype=np.float32)
@@ -236,11 +240,11 @@ class EmbeddingCache:
         return vectors, found
 
     def store(self, spec: BackboneSpec, image_size: int, hashes: Sequence[str],
-              vectors: np.ndarray) -> None:
+              vectors: np.ndarray, *, flip: bool = False) -> None:
         """Add vectors of shape (n, num_features) under their content hashes, shape (n,)."""
         if len(hashes) == 0:
             return
-        path = self.path(spec, image_size)
+        path = self.path(spec, image_size, flip=flip)
         new = np.empty(len(hashes), dtype=self._dtype(spec))
         new["content_hash"], new["vector"] = hashes, vectors
         table = self._read(path, spec)
@@ -254,29 +258,30 @@ class EmbeddingCache:
     def embed(self, paths: Sequence[str | os.PathLike[str]], *, backbone: str = DEFAULT_BACKBONE,
               weights: Weights = "default", image_size: int = 224,
               batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int | None = None,
-              progress: bool = True) -> Embeddings:
+              progress: bool = True, flip: bool = False) -> Embeddings:
         """Embed image files, running the backbone only on content not cached yet.
 
-        Parameters as :func:`embed_paths` (``weights`` not random). Returns
+        Parameters as :func:`embed_paths` (``weights`` not random); ``flip`` embeds the
+        left-right mirrored images (test-time augmentation), cached apart. Returns
         :class:`Embeddings`: vectors of shape (n_images, num_features) in input order,
         ``computed`` marking the cache misses.
         """
         _check_args(image_size, batch_size, num_workers)
         files = [Path(p) for p in paths]
         model, spec = _backbone(backbone, weights)
-        self.path(spec, image_size)  # random weights fail here, before any work
+        self.path(spec, image_size, flip=flip)  # random weights fail here, before any work
         hashes = []
         for path in tqdm(files, desc="hashing", unit="image", disable=not progress):
             try:
                 hashes.append(content_hash(read_bytes(path)))
             except ImageRejectedError as error:
                 raise ImageReadError(f"cannot read image {str(path)!r}: {error.reason}") from None
-        vectors, found = self.lookup(spec, image_size, hashes)
+        vectors, found = self.lookup(spec, image_size, hashes, flip=flip)
         missing = np.flatnonzero(~found)
         vectors[missing], new_hashes = _compute(
             model, spec, [files[i] for i in missing], image_size=image_size,
-            batch_size=batch_size, num_workers=num_workers, progress=progress)
-        self.store(spec, image_size, new_hashes, vectors[missing])  # keyed by bytes decoded
+            batch_size=batch_size, num_workers=num_workers, progress=progress, flip=flip)
+        self.store(spec, image_size, new_hashes, vectors[missing], flip=flip)  # bytes decoded
         for i, digest in zip(missing, new_hashes, strict=True):
             hashes[i] = digest
         return Embeddings(vectors=vectors, filepaths=[str(p) for p in files],
@@ -300,12 +305,14 @@ class EmbeddingCache:
 def embed_project(project: Project, *, backbone: str = DEFAULT_BACKBONE,
                   weights: Weights = "default", image_size: int = 224,
                   view: fo.DatasetView | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                  num_workers: int | None = None, progress: bool = True) -> Embeddings:
+                  num_workers: int | None = None, progress: bool = True,
+                  flip: bool = False) -> Embeddings:
     """Embed a project's images (or a view's, in its order), cached under its folder.
 
     Every file is hashed again (one cheap read), so an image whose bytes changed since
     import is recomputed; only content not in ``project.folder / "embeddings"`` runs through
-    the backbone. Other parameters as :func:`embed_paths` (``weights`` not random).
+    the backbone. ``flip`` embeds the mirrored images (cached apart). Other parameters as
+    :func:`embed_paths` (``weights`` not random).
 
     Returns
     -------
@@ -319,7 +326,7 @@ def embed_project(project: Project, *, backbone: str = DEFAULT_BACKBONE,
     ids, filepaths = (project.dataset if view is None else view).values(["id", "filepath"])
     result = EmbeddingCache(project.folder / "embeddings").embed(
         filepaths, backbone=backbone, weights=weights, image_size=image_size,
-        batch_size=batch_size, num_workers=num_workers, progress=progress)
+        batch_size=batch_size, num_workers=num_workers, progress=progress, flip=flip)
     return dataclasses.replace(result, sample_ids=list(ids))
 
 

@@ -58,7 +58,7 @@ def import_candidates(
     ``media_dir`` (named by content hash); every other file is referenced where it is.
     """
     known = store.hashes(dataset)
-    new_by_hash: dict[str, Path] = {}
+    new_by_hash: dict[str, tuple[Path, str]] = {}
     pending: list[dict] = []
     extra_history: dict[str, list[Annotation]] = {}
     labels_seen: list[str] = []
@@ -80,12 +80,15 @@ def import_candidates(
             extra_history.setdefault(sid, []).extend(
                 Annotation(who, label, stamp) for who, label in cand.labels)
         elif prepared.digest in new_by_hash:
-            first = display_path(new_by_hash[prepared.digest])
-            report.duplicates.append((path_text, f"(same content as {first})"))
+            first, sid = new_by_hash[prepared.digest]
+            report.duplicates.append((path_text, f"(same content as {display_path(first)})"))
+            extra_history.setdefault(sid, []).extend(  # its labels are kept, not dropped
+                Annotation(who, label, stamp) for who, label in cand.labels)
         else:
-            new_by_hash[prepared.digest] = cand.path
-            pending.append(_build_sample(dataset, cand, prepared.image, prepared.digest,
-                                         media_dir, stamp, report))
+            document = _build_sample(dataset, cand, prepared.image, prepared.digest,
+                                     media_dir, stamp, report)
+            new_by_hash[prepared.digest] = (cand.path, str(document["_id"]))
+            pending.append(document)
             report.annotations_added += len(cand.labels)
             if len(pending) == BATCH_SIZE:  # insert while the threads read the next files
                 report.added.extend(store.add_samples(dataset, pending))

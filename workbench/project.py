@@ -271,6 +271,23 @@ class Project:
                                "wb.train(project)")
         return ModelVersion.load(models_dir(self.folder) / name, self.name)
 
+    # -- analysis runs -----------------------------------------------------------------
+    def analysis_runs(self) -> pd.DataFrame:
+        """Stored analysis runs (``label_issues_v2``, ``agreement``, …): key, method, time,
+        n_samples, config. Each run's per-sample results are the field of the same name."""
+        runs = store.analysis_runs(self._reloaded())
+        rows = [{"key": key, "method": r.get("method"), "time": pd.Timestamp(r.get("time")),
+                 "n_samples": r.get("n_samples"), "config": r.get("config")}
+                for key, r in runs.items()]
+        return pd.DataFrame(rows, columns=["key", "method", "time", "n_samples", "config"])
+
+    def delete_run(self, key: str) -> None:
+        """Remove an analysis run's stored results (labels and history are untouched)."""
+        try:
+            store.delete_run(self._reloaded(), key)
+        except KeyError as error:
+            raise ProjectError(error.args[0]) from None
+
     # -- reading -----------------------------------------------------------------------
     def to_pandas(self) -> pd.DataFrame:
         """One row per sample.

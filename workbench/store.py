@@ -234,3 +234,60 @@ def labelled_samples(view: fo.DatasetView) -> dict[str, list]:
     columns = dict(zip(["sample_id", "filepath", "content_hash", "label", "split"],
                        view.exists("ground_truth.label").values(keys), strict=True))
     return {name: list(values) for name, values in columns.items()}
+
+
+#: Schema of the per-sample documents an analysis run writes.
+RUN_SCHEMA_VERSION = 1
+
+
+def write_run(dataset: fo.Dataset, key: str, values: Mapping[str, Mapping[str, Any]], *,
+              method: str, config: Mapping[str, Any]) -> None:
+    """Store an analysis run: per-sample results in the field ``key`` and its record.
+
+    ``values`` maps sample id to a flat dict of results (numbers, strings, bools, lists),
+    stored as an embedded document that FiftyOne's App and views can filter on
+    (``F("label_issues_v2.is_issue")``). The field is replaced as a whole, so samples not in
+    ``values`` are left unset; the record (method, config, time, schema) goes to
+    ``dataset.info["loupe"]["runs"][key]``.
+    """
+    fo = fiftyone()
+    if not key.isidentifier():
+        raise ValueError(f"run key {key!r} must be an identifier (letters, digits, '_').")
+    documents = {sid: fo.DynamicEmbeddedDocument(**{k: _plain(v) for k, v in row.items()})
+                 for sid, row in values.items()}
+    if dataset.has_sample_field(key):
+        dataset.delete_sample_field(key)
+    dataset.add_sample_field(key, fo.EmbeddedDocumentField,
+                             embedded_doc_type=fo.DynamicEmbeddedDocument)
+    if documents:
+        dataset.set_values(key, documents, key_field="id")
+        dataset.add_dynamic_sample_fields()
+    runs = dict(project_info(dataset).get("runs", {}))
+    runs[key] = {"method": method, "config": dict(config), "time": now().isoformat(),
+                 "schema_version": RUN_SCHEMA_VERSION, "n_samples": len(documents)}
+    update_project_info(dataset, runs=runs)
+
+
+def analysis_runs(dataset: fo.Dataset) -> dict[str, dict[str, Any]]:
+    """Run key → record of every stored analysis run."""
+    return dict(project_info(dataset).get("runs", {}))
+
+
+def delete_run(dataset: fo.Dataset, key: str) -> None:
+    """Remove an analysis run's field and record (labels and history are untouched)."""
+    runs = analysis_runs(dataset)
+    if key not in runs:
+        raise KeyError(f"no analysis run {key!r} (runs: {', '.join(runs) or 'none'})")
+    if dataset.has_sample_field(key):
+        dataset.delete_sample_field(key)
+    del runs[key]
+    update_project_info(dataset, runs=runs)
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars and arrays as the Python values MongoDB stores."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return value

@@ -1,0 +1,38 @@
+"""Pure analyses: arrays and DataFrames in, DataFrames out; no FiftyOne, no disk.
+
+The Project-level wrappers that read the store and write runs are in
+:mod:`workbench.model_analysis` and :mod:`workbench.data_analysis`.
+"""
+
+from workbench.analysis.advice import data_advice, learning_curve
+from workbench.analysis.agreement import AgreementReport, annotator_agreement
+from workbench.analysis.confusion import class_report, confusion_cell, confusion_matrix
+from workbench.analysis.datasheet import render_datasheet
+from workbench.analysis.duplicates import find_duplicates
+from workbench.analysis.label_issues import (
+    knn_probabilities,
+    probe_probabilities,
+    rank_label_issues,
+)
+from workbench.analysis.outliers import outlier_scores
+from workbench.analysis.slices import discover_slices, slice_report
+from workbench.analysis.stats import wilson_interval
+
+__all__ = [
+    "AgreementReport",
+    "annotator_agreement",
+    "class_report",
+    "confusion_cell",
+    "confusion_matrix",
+    "data_advice",
+    "discover_slices",
+    "find_duplicates",
+    "knn_probabilities",
+    "learning_curve",
+    "outlier_scores",
+    "probe_probabilities",
+    "rank_label_issues",
+    "render_datasheet",
+    "slice_report",
+    "wilson_interval",
+]
