@@ -39,6 +39,8 @@ bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/embeddings.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/label_issues.py
+	$(BIN)/python bench/analysis.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -190,7 +190,8 @@ def datasheet(project: Project | str, path: str | os.PathLike[str] | None = None
                                  "n": [int(counts.get(c, 0)) for c in project.classes]})
     slices = {f: frame[f].fillna("(missing)").value_counts().rename_axis("value")
               .reset_index(name="n") for f in project.slice_fields}
-    sources = pd.Series([_source(p, project.classes) for p in dataset.values("source_path")
+    classes = project.classes
+    sources = pd.Series([_source(p, classes) for p in dataset.values("source_path")
                          if p]).value_counts().rename_axis("source").reset_index(name="n")
     widths, heights = dataset.values(["metadata.width", "metadata.height"])
     sizes = pd.Series(Counter(zip(widths, heights, strict=True)))

@@ -1,7 +1,7 @@
 """Label issues: which given labels are probably wrong, ranked worst first.
 
 Confident learning (``cleanlab.filter.find_label_issues``) decides which labels are issues
-and ``cleanlab.rank`` scores them, on the mean of several out-of-fold probability estimates
+and self-confidence ranks them, on the mean of several out-of-fold probability estimates
 rather than one model's: the trained version's, a strongly regularised probe on frozen
 embeddings averaged over a mirrored copy of each image (test-time augmentation), and a
 k-nearest-neighbour vote in the same embedding space. The three err on different images, so
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 #: Inverse L2 strength of the extra probe: stronger than the trained probe's C=1, so a
 #: flipped label pulls the head less (F1 +0.02–0.05 on NEU at 5–20 % noise).
@@ -24,6 +25,9 @@ ROBUST_C = 0.1
 #: Neighbours voting in :func:`knn_probabilities`, and the softmax temperature of their
 #: cosine similarities.
 KNN_K, KNN_TEMPERATURE = 10, 0.1
+#: A label the ensemble gives less than this, preferring another class, is an issue even
+#: when confident learning's per-class count leaves it out (F1 +0.02–0.03 on NEU).
+LOW_QUALITY = 0.3
 
 _COLUMNS = ["sample_id", "given", "suggested", "label_quality", "is_issue", "rank",
             "suggested_probability", "reason"]
@@ -68,7 +72,9 @@ def probe_probabilities(features: np.ndarray, labels: np.ndarray, *, folds: np.n
     probs = np.zeros((len(labels), n_classes))
     for fold in np.unique(folds):
         held, rest = folds == fold, folds != fold
-        with warnings.catch_warnings():
+        # one BLAS thread: lbfgs's small matrix products lose more to thread hand-offs than
+        # they gain (3.3x faster on 1,799 x 1280 NEU embeddings, 2 cores)
+        with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore", ConvergenceWarning)
             model = LogisticRegression(C=c, max_iter=2000).fit(views[0][rest], labels[rest])
         for view in views:
@@ -122,7 +128,8 @@ def rank_label_issues(sample_ids: Sequence[str], given: Sequence[str],
         One row per sample, worst first: ``sample_id``, ``given``, ``suggested`` (the most
         probable class), ``label_quality`` (probability of the given label, cleanlab's
         self-confidence, 0–1, lower is worse), ``is_issue`` (confident learning's verdict,
-        or a conflict), ``rank`` (1 = worst), ``suggested_probability``, ``reason``.
+        or quality below :data:`LOW_QUALITY` with another class preferred, or a conflict),
+        ``rank`` (1 = worst), ``suggested_probability``, ``reason``.
     """
     from cleanlab.filter import find_label_issues
 
@@ -155,6 +162,7 @@ def rank_label_issues(sample_ids: Sequence[str], given: Sequence[str],
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             flagged = find_label_issues(local, sub, filter_by="prune_by_noise_rate")
+    flagged = flagged | ((best != labels) & (quality < LOW_QUALITY))
     reasons = np.where(flagged, [f"model: {classes[b]} {probs[i, b]:.2f} vs given "
                                  f"{quality[i]:.2f}" for i, b in enumerate(best)], "")
     for i, sid in enumerate(ids):
