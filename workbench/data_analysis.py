@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from workbench import analysis, store
@@ -75,12 +76,12 @@ def agreement(project: Project | str, version: ModelVersion | str | None = None,
     if long.empty:
         raise ProjectError(f"project {project.name!r} has no labels yet; import or annotate "
                            "images first.")
-    pred_probs = None
-    if version is not None:
-        project, version = resolve(project, version)
-        predictions = version.oof_predictions().set_index("sample_id")
-        pred_probs = predictions[version.classes]
     classes = project.classes
+    pred_probs = None
+    if version is not None:  # classes added since training get probability 0
+        project, version = resolve(project, version)
+        pred_probs = (version.oof_predictions().set_index("sample_id")[version.classes]
+                      .reindex(columns=classes, fill_value=0.0))
     report = analysis.annotator_agreement(long, classes=classes, pred_probs=pred_probs,
                                           threshold=threshold)
     if write:
@@ -97,12 +98,13 @@ def agreement(project: Project | str, version: ModelVersion | str | None = None,
 
 
 def _embeddings(project: Project, backbone: str, image_size: int,
-                progress: bool) -> tuple[list[str], object]:
+                progress: bool) -> tuple[list[str], np.ndarray]:
+    """Sample ids and their embeddings (from the project's cache)."""
     from workbench.embeddings import embed_project
 
     result = embed_project(project, backbone=backbone, image_size=image_size,
                            progress=progress)
-    return list(result.sample_ids), result
+    return list(result.sample_ids), result.vectors
 
 
 def near_duplicates(project: Project | str, threshold: float | None = None, *,
@@ -120,10 +122,10 @@ def near_duplicates(project: Project | str, threshold: float | None = None, *,
         nearest duplicate, distance, conflicting) for every sample in a pair.
     """
     project = _open(project)
-    ids, embedded = _embeddings(project, backbone, image_size, progress)
+    ids, vectors = _embeddings(project, backbone, image_size, progress)
     view = project.dataset.select(ids, ordered=True)
     labels, hashes, paths = view.values(["ground_truth.label", "content_hash", "filepath"])
-    pairs = analysis.find_duplicates(ids, embedded.vectors, hashes=hashes, labels=labels,
+    pairs = analysis.find_duplicates(ids, vectors, hashes=hashes, labels=labels,
                                      threshold=threshold)
     where = dict(zip(ids, paths, strict=True))
     pairs["filepath"] = pairs["sample_id"].map(where)
@@ -158,8 +160,8 @@ def outliers(project: Project | str, *, k: int = 10, backbone: str = DEFAULT_BAC
     if len(project) < 3:
         raise ProjectError(f"project {project.name!r} has {len(project)} image(s); outliers "
                            "need at least 3.")
-    ids, embedded = _embeddings(project, backbone, image_size, progress)
-    scores = analysis.outlier_scores(ids, embedded.vectors, k=min(k, len(ids) - 1))
+    ids, vectors = _embeddings(project, backbone, image_size, progress)
+    scores = analysis.outlier_scores(ids, vectors, k=min(k, len(ids) - 1))
     view = project.dataset.select(ids, ordered=True)
     info = pd.DataFrame(dict(zip(["sample_id", "filepath", "label"], view.values(
         ["id", "filepath", "ground_truth.label"]), strict=True)))

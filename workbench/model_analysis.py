@@ -146,6 +146,7 @@ def label_issues(project: Project | str, version: ModelVersion | str | None = No
     nearest-neighbour vote (``neighbours``); both extra estimates use the version's folds
     and backbone, from the project's embedding cache (the first call embeds; later calls
     read). Identical images with different labels are issues whatever the model says.
+    Samples whose current label is a class the version does not know are left out.
 
     Returns
     -------

@@ -18,6 +18,8 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from workbench.analysis.vectors import check_vectors, unit_rows
+
 #: At most this cosine distance is a duplicate by default, however spread out the data.
 MAX_DEFAULT_THRESHOLD = 0.05
 #: The default threshold is this share of the median nearest-neighbour distance.
@@ -76,14 +78,14 @@ def find_duplicates(sample_ids: Sequence, embeddings: np.ndarray, *,
     images); pass ``hashes`` for byte-identical files. On varied photos the cap applies.
     """
     ids = _check_ids(sample_ids)
-    vectors = _check_embeddings(embeddings, len(ids))
+    vectors = check_vectors(embeddings, "embeddings", len(ids))
     hashes = _check_column(hashes, "hashes", len(ids))
     labels = _check_column(labels, "labels", len(ids))
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, Real)
                                   or not 0.0 <= threshold <= 2.0):
         raise ValueError(f"threshold must be a cosine distance in [0, 2] or None for the "
                          f"data-driven default; got {threshold!r}.")
-    unit = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    unit = unit_rows(vectors)
     cutoff = MAX_DEFAULT_THRESHOLD if threshold is None else float(threshold)
     i, j, nearest = _scan(unit, cutoff)
     if threshold is None:
@@ -111,22 +113,6 @@ def _check_ids(sample_ids: Sequence) -> np.ndarray:
     if len(repeated):
         raise ValueError(f"sample_ids must be unique; {list(repeated[:3])} repeat.")
     return ids
-
-
-def _check_embeddings(embeddings: np.ndarray, n: int) -> np.ndarray:
-    vectors = np.asarray(embeddings)
-    if vectors.ndim != 2 or vectors.shape[0] != n or not np.issubdtype(vectors.dtype,
-                                                                        np.number):
-        raise ValueError(f"embeddings must be a numeric array of shape (n_samples, "
-                         f"n_features) with n_samples = len(sample_ids) = {n}; got shape "
-                         f"{vectors.shape}, dtype {vectors.dtype}. Pass one row per sample id.")
-    if not np.isfinite(vectors).all():
-        raise ValueError("embeddings hold NaN or infinite values; recompute those rows.")
-    zero = np.flatnonzero(~(np.abs(vectors) > 0).any(axis=1))
-    if len(zero):
-        raise ValueError(f"embeddings rows {zero[:5].tolist()} are all zeros, which have no "
-                         f"cosine distance; recompute or drop those samples.")
-    return vectors
 
 
 def _check_column(values: Sequence | None, name: str, n: int) -> list | None:

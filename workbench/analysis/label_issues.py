@@ -19,6 +19,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
+from workbench.analysis.vectors import unit_rows
+
 #: Inverse L2 strength of the extra probe: stronger than the trained probe's C=1, so a
 #: flipped label pulls the head less (F1 +0.02–0.05 on NEU at 5–20 % noise).
 ROBUST_C = 0.1
@@ -95,8 +97,7 @@ def knn_probabilities(features: np.ndarray, labels: np.ndarray, *, folds: np.nda
     Shapes as :func:`probe_probabilities`; returns (n_samples, n_classes).
     """
     folds = _check_folds(folds, len(labels))
-    unit = np.asarray(features, dtype=np.float32)
-    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    unit = unit_rows(features)
     probs = np.zeros((len(labels), n_classes))
     for fold in np.unique(folds):
         held, rest = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)

@@ -19,6 +19,8 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 
+from workbench.analysis.vectors import check_vectors, unit_rows
+
 #: IQR multiple above the third quartile that makes an outlier (Tukey's fences).
 IQR_FENCE = 1.5
 #: Distances held at once: block rows × n_reference (128 MiB of float32).
@@ -57,11 +59,11 @@ def outlier_scores(sample_ids: Sequence, embeddings: np.ndarray, *,
         above which (``contamination``: from which) a sample is an outlier.
     """
     ids = _check_ids(sample_ids)
-    vectors = _unit(_check_matrix(embeddings, "embeddings", len(ids)))
+    vectors = unit_rows(check_vectors(embeddings, "embeddings", len(ids)))
     if reference is None:
         ref = vectors
     else:
-        ref = _unit(_check_matrix(reference, "reference", None))
+        ref = unit_rows(check_vectors(reference, "reference", None))
         if ref.shape[1] != vectors.shape[1]:
             raise ValueError(f"reference must have the embeddings' {vectors.shape[1]} "
                              f"features per row; got {ref.shape[1]}. Embed both with the "
@@ -104,26 +106,6 @@ def _check_ids(sample_ids: Sequence) -> np.ndarray:
         raise ValueError(f"sample_ids must be a non-empty sequence of ids, one per embedding "
                          f"row; got {sample_ids!r:.80}.")
     return np.asarray(list(sample_ids), dtype=object)
-
-
-def _check_matrix(values: np.ndarray, name: str, n: int | None) -> np.ndarray:
-    matrix = np.asarray(values)
-    if matrix.ndim != 2 or (n is not None and matrix.shape[0] != n) \
-            or not np.issubdtype(matrix.dtype, np.number):
-        rows = "n_samples" if n is None else f"len(sample_ids) = {n}"
-        raise ValueError(f"{name} must be a numeric array of shape ({rows}, n_features); got "
-                         f"shape {matrix.shape}, dtype {matrix.dtype}.")
-    if not np.isfinite(matrix).all():
-        raise ValueError(f"{name} holds NaN or infinite values; recompute those rows.")
-    zero = np.flatnonzero(~(np.abs(matrix) > 0).any(axis=1))
-    if len(zero):
-        raise ValueError(f"{name} rows {zero[:5].tolist()} are all zeros, which have no "
-                         f"cosine distance; recompute or drop them.")
-    return matrix
-
-
-def _unit(matrix: np.ndarray) -> np.ndarray:
-    return (matrix / np.linalg.norm(matrix, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _mean_knn(queries: np.ndarray, ref: np.ndarray, k: int, *,
