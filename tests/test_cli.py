@@ -36,3 +36,22 @@ def test_db_check_reports_the_database():
     done = loupe("db-check")
     assert done.returncode == 0, done.stderr
     assert "database ok: FiftyOne 1.22.1" in done.stdout
+
+
+def test_issues_and_datasheet_commands_on_a_trained_project(tmp_path):
+    import workbench as wb
+    from workbench.demo import create_demo_project
+
+    p = create_demo_project("cli-issues", n_per_class=6, seed=4, overwrite=True)
+    before = loupe("issues", "cli-issues")
+    assert before.returncode == 2 and "no model version" in before.stderr
+    wb.train(p, mode="probe", folds=3, image_size=64, progress=False)
+    done = loupe("issues", "cli-issues", "--quiet", "--top", "3", "--csv",
+                 str(tmp_path / "issues.csv"))
+    assert done.returncode == 0, done.stderr
+    assert "labels look wrong (stored as run label_issues_v1)" in done.stdout
+    assert (tmp_path / "issues.csv").read_text().startswith("sample_id,filepath,given")
+    assert "label_issues_v1" in set(p.analysis_runs()["key"])
+    card = loupe("datasheet", "cli-issues", "--out", str(tmp_path / "card.md"))
+    assert card.returncode == 0, card.stderr
+    assert "cli-issues" in (tmp_path / "card.md").read_text()

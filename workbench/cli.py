@@ -1,5 +1,5 @@
-"""The ``loupe`` command: projects, import, train, models, export, the demo dashboard, a
-database check.
+"""The ``loupe`` command: projects, import, train, models, label issues, dataset card,
+export, the demo dashboard, a database check.
 
 Errors print one line (``loupe: error: …``) and exit 2; ``--debug`` shows the traceback.
 """
@@ -119,6 +119,31 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_issues(args: argparse.Namespace) -> int:
+    from workbench.model_analysis import label_issues
+
+    frame = label_issues(args.project, args.version, progress=not args.quiet)
+    flagged = frame[frame["is_issue"]]
+    print(f"{args.project}: {len(flagged)} of {len(frame)} labels look wrong (stored as run "
+          f"label_issues_{frame.attrs['version']})")
+    shown = flagged.head(args.top)[["rank", "given", "suggested", "label_quality",
+                                    "filepath"]]
+    if len(shown):
+        print(shown.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if args.csv:
+        frame.to_csv(args.csv, index=False)
+        print(f"all {len(frame)} rows written to {args.csv}")
+    return 0
+
+
+def _cmd_datasheet(args: argparse.Namespace) -> int:
+    from workbench.data_analysis import datasheet
+
+    text = datasheet(args.project, args.out)
+    print(f"dataset card written to {args.out}" if args.out else text)
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from workbench.export import export
     from workbench.project import Project
@@ -171,6 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list a project's model versions")
     models.add_argument("project")
     models.set_defaults(func=_cmd_models)
+
+    iss = sub.add_parser("issues", help="rank the labels most likely wrong (k-fold version)")
+    iss.add_argument("project")
+    iss.add_argument("--version", default=None, help="v1, v2, … (default: the newest)")
+    iss.add_argument("--top", type=int, default=20, help="issues to print")
+    iss.add_argument("--csv", default=None, help="write every ranked label to this CSV")
+    iss.add_argument("--quiet", action="store_true", help="no progress bars")
+    iss.set_defaults(func=_cmd_issues)
+
+    card = sub.add_parser("datasheet", help="the project's Markdown dataset card")
+    card.add_argument("project")
+    card.add_argument("--out", default=None, help="file to write (default: print it)")
+    card.set_defaults(func=_cmd_datasheet)
 
     exp = sub.add_parser("export", help="export a model version for an edge box")
     exp.add_argument("project")

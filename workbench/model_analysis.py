@@ -185,6 +185,7 @@ def label_issues(project: Project | str, version: ModelVersion | str | None = No
     annotators = store.histories(project.dataset, list(result["sample_id"]))
     result["n_annotators"] = [len({e["annotator"] for e in annotators[s]})
                               for s in result["sample_id"]]
+    result.attrs["version"] = version.name
     if write:
         store.write_run(project.dataset, f"label_issues_{version.name}", {
             row.sample_id: {"given": row.given, "suggested": row.suggested,
