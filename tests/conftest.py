@@ -51,3 +51,22 @@ def project(request):
     p = wb.Project.create(name, overwrite=True)
     yield p
     wb.delete_project(name)
+
+
+@pytest.fixture(scope="session")
+def widget_demo():
+    """A demo project (10 images per class) that widget tests may write labels to, with two
+    probe versions: ``v1`` (3 folds) and ``v2`` (3 folds, much stronger regularisation, so
+    the two differ on some images).
+
+    Each test that writes must only assert on the samples it wrote to."""
+    import workbench as wb
+    from workbench.demo import create_demo_project
+
+    # Named per process: concurrent pytest sessions on one machine share the database server.
+    p = create_demo_project(f"widget-demo-{os.getpid()}", n_per_class=10, seed=1,
+                            overwrite=True)
+    settings = {"mode": "probe", "folds": 3, "image_size": 128, "progress": False}
+    v1 = wb.train(p, **settings)
+    v2 = wb.train(p, probe_c=0.02, **settings)
+    return p, v1, v2

@@ -20,7 +20,7 @@ from torch import nn
 import workbench as wb
 from workbench.classifier import Classifier
 from workbench.edge import EdgePredictor
-from workbench.export import ExportError, export
+from workbench.exporter import ExportError, export
 
 PARITY = 1e-4
 REPO = Path(__file__).resolve().parents[1]

@@ -30,3 +30,22 @@ def test_tie_keeps_earlier_consensus_and_disputes():
 def test_tie_without_earlier_consensus_takes_first_given():
     history = h(("bob", "scratch"), ("alice", "dent"))
     assert consensus(history) == ("scratch", True)
+
+
+def test_latest_review_overrides_the_votes_and_is_never_disputed():
+    history = h(("alice", "dent"), ("bob", "dent"))
+    history.append({"annotator": "inspector", "label": "scratch", "review": True})
+    assert consensus(history, previous="dent") == ("scratch", False)
+    history += h(("carol", "dent"))  # later votes do not undo a review
+    assert consensus(history, previous="scratch") == ("scratch", False)
+
+
+def test_withdrawals_remove_a_vote_or_a_review():
+    history = h(("alice", "dent"), ("bob", "scratch"), ("alice", "scratch"))
+    history.append({"annotator": "alice", "label": None})  # alice's undo
+    assert consensus(history, previous="scratch") == ("scratch", False)  # bob alone
+    history.append({"annotator": "bob", "label": None})
+    assert consensus(history) == (None, False)
+    history += [{"annotator": "rev", "label": "ok", "review": True},
+                {"annotator": "rev", "label": None, "review": True}]
+    assert consensus(history) == (None, False)

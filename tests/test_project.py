@@ -46,7 +46,7 @@ def test_import_class_folders_gives_labels_history_and_classes(project, tmp_path
     assert set(frame.split) <= {"train", "val"}
     assert {"sample_id", "id", "filepath", "label", "split", "tags"} <= set(frame.columns)
     history = project.history(report.added[0])
-    assert list(history.columns) == ["annotator", "label", "time"]
+    assert list(history.columns) == ["annotator", "label", "time", "review"]
     assert history.annotator.tolist() == ["import"]
 
 
@@ -245,3 +245,17 @@ def test_fiftyone_reads_loupe_samples_like_its_own(project, tmp_path):
     sample["split"] = "val"  # an edit through FiftyOne's own API keeps the history
     sample.save()
     assert project.history(sample.id).label.tolist() == ["ok"]
+
+
+def test_review_decides_and_withdraw_undoes_without_deleting_history(project, tmp_path):
+    report = project.import_folder(class_folder_root(tmp_path), progress=False)
+    sid = report.added[0]
+    project.add_class("dent")
+    project.annotate(sid, "dent", annotator="alice", review=True)
+    assert project.to_pandas().set_index("sample_id").label[sid] == "dent"
+    project.withdraw(sid, annotator="alice", review=True)
+    frame = project.to_pandas().set_index("sample_id")
+    assert frame.label[sid] == "ok"  # back to the import's vote
+    history = project.history(sid)
+    assert history.label.tolist() == ["ok", "dent", None]
+    assert history.review.tolist() == [False, True, True]

@@ -26,20 +26,26 @@ _EXPORTS = {
     "ModelVersion": "workbench.versions",
     "TrainingCancelled": "workbench.training",
     "train": "workbench.training",
-    "export": "workbench.export",
+    "export": "workbench.exporter",
     "EdgePredictor": "workbench.edge",
     **dict.fromkeys(("confusion", "confusion_samples", "class_report", "slice_report",
                      "discover_slices", "label_issues", "data_advice"),
                     "workbench.model_analysis"),
     **dict.fromkeys(("agreement", "near_duplicates", "outliers", "datasheet"),
                     "workbench.data_analysis"),
+    **dict.fromkeys(("compare", "class_deltas"), "workbench.model_compare"),
+    "embedding_map": "workbench.maps",
+    **dict.fromkeys(("label_book", "define_label", "add_example", "remove_example",
+                     "book_history", "suggest_examples"), "workbench.labelbook"),
 }
+# A public function never shares its module's name: ``import workbench.x`` binds the
+# module as ``workbench.x``, which would hide a function ``x`` served lazily from here.
 
 if TYPE_CHECKING:
     from workbench import demo
     from workbench.data_analysis import agreement, datasheet, near_duplicates, outliers
     from workbench.edge import EdgePredictor
-    from workbench.export import export
+    from workbench.exporter import export
     from workbench.ingest import ImportReport
     from workbench.model_analysis import (
         class_report,
@@ -50,6 +56,7 @@ if TYPE_CHECKING:
         label_issues,
         slice_report,
     )
+    from workbench.model_compare import class_deltas, compare
     from workbench.project import Project, ProjectError, delete_project, list_projects
     from workbench.training import TrainingCancelled, train
     from workbench.versions import ModelVersion
@@ -70,8 +77,10 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["EdgePredictor", "ImportReport", "ModelVersion", "Project", "ProjectError",
-           "TrainingCancelled", "agreement", "class_report", "confusion", "confusion_samples",
-           "data_advice", "datasheet", "delete_project", "demo", "discover_slices", "export",
-           "label_issues", "list_projects", "near_duplicates", "outliers", "slice_report",
-           "train"]
+           "TrainingCancelled", "add_example", "agreement", "book_history", "class_deltas",
+           "class_report", "compare", "confusion", "confusion_samples", "data_advice",
+           "datasheet", "define_label", "delete_project", "demo", "discover_slices",
+           "embedding_map", "export", "label_book", "label_issues", "list_projects",
+           "near_duplicates", "outliers", "remove_example", "slice_report",
+           "suggest_examples", "train"]
 __version__ = "0.1.0"

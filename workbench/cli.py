@@ -145,7 +145,7 @@ def _cmd_datasheet(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from workbench.export import export
+    from workbench.exporter import export
     from workbench.project import Project
 
     version = Project.open(args.project).model(args.version)

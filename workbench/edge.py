@@ -35,7 +35,7 @@ from PIL import Image
 METADATA_KEY = "loupe"
 #: Name of the JSON metadata file inside a TorchScript archive.
 EXTRA_FILE = "loupe.json"
-#: Version of the metadata layout this module reads (and :mod:`workbench.export` writes).
+#: Version of the metadata layout this module reads (and :mod:`workbench.exporter` writes).
 FORMAT_VERSION = 1
 
 _ONNX_SUFFIXES = (".onnx",)
@@ -119,7 +119,7 @@ _LOADERS: dict[str, Callable[[Path, Sequence[str] | None], tuple[Runner, str | N
 
 
 def _parse_metadata(raw: str | None, path: Path) -> dict[str, Any]:
-    hint = "Export models with workbench.export (wb.export(model_version, 'onnx', path))."
+    hint = "Export models with wb.export(model_version, 'onnx', path))."
     if raw is None:
         raise ValueError(f"{str(path)!r} is not a Loupe export: it carries no Loupe metadata. "
                          f"{hint}")
@@ -147,7 +147,7 @@ class EdgePredictor:
     Parameters
     ----------
     path : str or path-like
-        A file written by ``workbench.export``: ``.onnx`` (run by onnxruntime) or ``.pt`` /
+        A file written by ``wb.export``: ``.onnx`` (run by onnxruntime) or ``.pt`` /
         ``.ts`` (TorchScript, run by torch).
     providers : sequence of str, optional
         onnxruntime execution providers, e.g. ``["CUDAExecutionProvider",

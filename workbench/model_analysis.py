@@ -99,8 +99,15 @@ def class_report(project: Project | str,
                                  classes=_classes(project, version))
 
 
-def _slice_frame(project: Project, version: ModelVersion,
-                 fields: Sequence[str] | None) -> tuple[pd.DataFrame, list[str]]:
+def check_slice_fields(project: Project, fields: Sequence[str] | str | None) -> list[str]:
+    """The slice fields asked for (all of the project's when None), checked.
+
+    Raises
+    ------
+    ProjectError
+        When the project has no slice fields, a field is unknown (naming the known ones), or
+        a field is listed twice.
+    """
     known = project.slice_fields
     fields = list(known if fields is None else ([fields] if isinstance(fields, str) else fields))
     if not fields:
@@ -111,6 +118,14 @@ def _slice_frame(project: Project, version: ModelVersion,
         raise ProjectError(f"slice field(s) {', '.join(map(repr, missing))} do not exist in "
                            f"project {project.name!r} (slice fields: "
                            f"{', '.join(known) or 'none'}).")
+    if len(set(fields)) != len(fields):
+        raise ProjectError(f"slice fields repeat: {fields}; list each once")
+    return fields
+
+
+def _slice_frame(project: Project, version: ModelVersion,
+                 fields: Sequence[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    fields = check_slice_fields(project, fields)
     return held_out(project, version), fields
 
 

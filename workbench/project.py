@@ -125,40 +125,67 @@ class Project:
         """Add a class to the label schema (no-op if present)."""
         self._add_classes(_check_labels([label], "label"))
 
-    def annotate(self, sample_ids: str | Iterable[str], label: str, *, annotator: str) -> None:
+    def annotate(self, sample_ids: str | Iterable[str], label: str, *, annotator: str,
+                 review: bool = False) -> None:
         """Record that ``annotator`` gives ``label`` to the samples.
 
         The label is appended to each sample's history (never replacing it) and the
         consensus ``ground_truth`` is recomputed.
+
+        Parameters
+        ----------
+        review : bool, default False
+            False: a vote, counted in the majority over annotators. True: a final decision
+            (accepting a suggested label, resolving a disagreement) that sets the consensus
+            until a later review.
 
         Raises
         ------
         ProjectError
             For an unknown label or sample id, an empty annotator; nothing is written then.
         """
-        ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
-        if not annotator or not isinstance(annotator, str):
-            raise ProjectError("annotator must be a non-empty name, e.g. annotator='alice'")
         if label not in self.classes:
             raise ProjectError(
                 f"label {label!r} is not a class of project {self.name!r} "
                 f"(classes: {', '.join(self.classes) or 'none'}); add it with "
                 f"p.add_class({label!r}) first")
+        self._append(sample_ids, label, annotator=annotator, review=review)
+
+    def withdraw(self, sample_ids: str | Iterable[str], *, annotator: str,
+                 review: bool = False) -> None:
+        """Withdraw ``annotator``'s vote on the samples (``review=True``: the review in force).
+
+        Appends a withdrawal entry (label None); the history before it is kept, and the
+        consensus falls back to the remaining votes. This is how an undo is stored.
+        """
+        self._append(sample_ids, None, annotator=annotator, review=review)
+
+    def _append(self, sample_ids: str | Iterable[str], label: str | None, *, annotator: str,
+                review: bool) -> None:
+        ids = [sample_ids] if isinstance(sample_ids, str) else list(sample_ids)
+        if not annotator or not isinstance(annotator, str):
+            raise ProjectError("annotator must be a non-empty name, e.g. annotator='alice'")
         missing = sorted(set(ids) - store.existing_ids(self._dataset, ids))
         if missing:
             raise ProjectError(f"sample id(s) not in project {self.name!r}: "
                                f"{', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
         stamp = now()
-        store.append_history(self._dataset, {sid: [Annotation(annotator, label, stamp)]
-                                             for sid in dict.fromkeys(ids)})
+        entry = Annotation(annotator, label, stamp, review=bool(review))
+        store.append_history(self._dataset, {sid: [entry] for sid in dict.fromkeys(ids)})
 
     def history(self, sample_id: str) -> pd.DataFrame:
-        """Every label ever given to a sample: columns annotator, label, time (oldest first)."""
+        """Every label ever given to a sample, oldest first.
+
+        Columns annotator, label (None for a withdrawal), time, review (True for a final
+        decision).
+        """
         if not store.existing_ids(self._dataset, [sample_id]):
             raise ProjectError(f"sample id {sample_id!r} is not in project {self.name!r}")
         entries = store.histories(self._dataset, [sample_id])[sample_id]
-        frame = pd.DataFrame(entries, columns=["annotator", "label", "time"])
-        return frame.sort_values("time", kind="stable").reset_index(drop=True)
+        frame = pd.DataFrame(entries, columns=["annotator", "label", "time", "review"])
+        frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
+        frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
+        return frame
 
     # -- import ------------------------------------------------------------------------
     def import_folder(self, path: str | Path, layout: Layout = "class_folders",

@@ -55,13 +55,22 @@ def create_dataset(name: str, *, classes: Sequence[str], task: str) -> fo.Datase
     for sub, kind in (("annotator", fo.StringField), ("label", fo.StringField),
                       ("time", fo.DateTimeField)):
         dataset.add_sample_field(f"annotations.{sub}", kind)
+    ensure_review_field(dataset)
     dataset.create_index("content_hash")
     return dataset
 
 
+def ensure_review_field(dataset: fo.Dataset) -> None:
+    """Declare ``annotations.review`` (projects made before reviews existed lack it)."""
+    if dataset.get_field("annotations.review") is None:
+        dataset.add_sample_field("annotations.review", fiftyone().BooleanField)
+
+
 def load_dataset(name: str) -> fo.Dataset:
     """Load a project's dataset (the caller has checked that it exists)."""
-    return fiftyone().load_dataset(name)
+    dataset = fiftyone().load_dataset(name)
+    ensure_review_field(dataset)
+    return dataset
 
 
 def project_info(dataset: fo.Dataset) -> dict[str, Any]:
@@ -154,13 +163,14 @@ def refresh_consensus(dataset: fo.Dataset, sample_ids: Sequence[str],
     """Recompute ``ground_truth`` and the ``disputed`` tag of samples from their history."""
     fo = fiftyone()
     view = dataset.select(list(sample_ids))
-    ids, annotators, labels = view.values(["id", "annotations.annotator",
-                                           "annotations.label"])
+    ids, annotators, labels, reviews = view.values(["id", "annotations.annotator",
+                                                    "annotations.label", "annotations.review"])
     previous = previous if previous is not None else _current_labels(dataset, ids)
     truth, disputed, settled = {}, [], []
-    for sid, who, what in zip(ids, annotators, labels, strict=True):
-        history = [{"annotator": a, "label": lab} for a, lab in zip(who or [], what or [],
-                                                                     strict=True)]
+    for sid, who, what, final in zip(ids, annotators, labels, reviews, strict=True):
+        history = [{"annotator": a, "label": lab, "review": bool(r)}
+                   for a, lab, r in zip(who or [], what or [], final or [None] * len(who or []),
+                                        strict=True)]
         label, is_disputed = consensus(history, previous.get(sid))
         truth[sid] = fo.Classification(label=label) if label is not None else None
         (disputed if is_disputed else settled).append(sid)
@@ -190,13 +200,15 @@ def hashes(dataset: fo.Dataset) -> dict[str, str]:
 
 
 def histories(dataset: fo.Dataset, sample_ids: Sequence[str]) -> dict[str, list[dict]]:
-    """Sample id → its history as dicts (annotator, label, time), oldest first."""
-    ids, who, what, when = dataset.select(list(sample_ids)).values(
-        ["id", "annotations.annotator", "annotations.label", "annotations.time"])
+    """Sample id → its history as dicts (annotator, label, time, review), oldest first."""
+    ids, who, what, when, final = dataset.select(list(sample_ids)).values(
+        ["id", "annotations.annotator", "annotations.label", "annotations.time",
+         "annotations.review"])
     return {
-        sid: [{"annotator": a, "label": label, "time": t}
-              for a, label, t in zip(names or [], labels or [], times or [], strict=True)]
-        for sid, names, labels, times in zip(ids, who, what, when, strict=True)
+        sid: [{"annotator": a, "label": label, "time": t, "review": bool(r)}
+              for a, label, t, r in zip(names or [], labels or [], times or [],
+                                        reviews or [None] * len(names or []), strict=True)]
+        for sid, names, labels, times, reviews in zip(ids, who, what, when, final, strict=True)
     }
 
 

@@ -16,6 +16,8 @@ import hashlib
 import io
 import os
 import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -85,6 +87,58 @@ def thumbnail_data_uri(path: str | Path, *, size: int = 96, cache_dir: Path) -> 
     """
     data = thumbnail(path, size=size, cache_dir=cache_dir)
     return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
+def build_cache(paths: Sequence[str | Path], *, size: int = 96, cache_dir: Path,
+                workers: int | None = None, progress: bool = False) -> dict[str, str]:
+    """Make sure every image has a cached thumbnail, several at a time.
+
+    Pillow releases the GIL while it decodes, resizes and encodes, so threads use every
+    core. Unreadable files do not stop the others.
+
+    Returns
+    -------
+    dict of str to str
+        Path → reason, for the images that could not be thumbnailed (empty when all were).
+    """
+    from tqdm.auto import tqdm
+
+    paths = [str(path) for path in paths]
+    workers = workers or min(8, os.cpu_count() or 1)
+    failed: dict[str, str] = {}
+
+    def one(path: str) -> None:
+        try:
+            thumbnail(path, size=size, cache_dir=cache_dir)
+        except (OSError, ValueError) as err:  # UnidentifiedImageError is an OSError
+            failed[path] = str(err)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(paths), desc="thumbnails", unit="img", disable=not progress,
+                 leave=False) as bar:
+        for _ in pool.map(one, paths):
+            bar.update()
+    return failed
+
+
+def data_uris(paths: Sequence[str | Path], *, size: int = 96, cache_dir: Path,
+              workers: int | None = None) -> list[str | None]:
+    """:func:`thumbnail_data_uri` of many images (threads for cache misses); None for an
+    image that cannot be read."""
+    paths = [str(path) for path in paths]
+    if not paths:
+        return []
+
+    def one(path: str) -> str | None:
+        try:
+            return thumbnail_data_uri(path, size=size, cache_dir=cache_dir)
+        except (OSError, ValueError):
+            return None
+
+    if len(paths) == 1:
+        return [one(paths[0])]
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(one, paths))
 
 
 def cache_path(path: str | Path, *, size: int = 96, cache_dir: Path) -> Path:

@@ -6,6 +6,7 @@ The Project-level wrappers that read the store and write runs are in
 
 from workbench.analysis.advice import data_advice, learning_curve
 from workbench.analysis.agreement import AgreementReport, annotator_agreement
+from workbench.analysis.compare import OUTCOMES, compare_predictions, per_class_deltas
 from workbench.analysis.confusion import class_report, confusion_cell, confusion_matrix
 from workbench.analysis.datasheet import render_datasheet
 from workbench.analysis.duplicates import find_duplicates
@@ -15,13 +16,16 @@ from workbench.analysis.label_issues import (
     rank_label_issues,
 )
 from workbench.analysis.outliers import outlier_scores
+from workbench.analysis.projection import project_2d
 from workbench.analysis.slices import discover_slices, slice_report
 from workbench.analysis.stats import wilson_interval
 
 __all__ = [
+    "OUTCOMES",
     "AgreementReport",
     "annotator_agreement",
     "class_report",
+    "compare_predictions",
     "confusion_cell",
     "confusion_matrix",
     "data_advice",
@@ -30,7 +34,9 @@ __all__ = [
     "knn_probabilities",
     "learning_curve",
     "outlier_scores",
+    "per_class_deltas",
     "probe_probabilities",
+    "project_2d",
     "rank_label_issues",
     "render_datasheet",
     "slice_report",

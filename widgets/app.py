@@ -1,0 +1,193 @@
+"""``Workbench``: every Loupe widget as a tab, under one project / version / name picker.
+
+Tabs are built when first opened (a tab's analysis runs only if someone looks at it) and
+rebuilt when the project, the version or the person changes. A tab that cannot be built
+(no model version yet, one version only for a comparison) says why and what to do.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+
+from widgets.agreement_review import AgreementReview
+from widgets.compare import ModelCompare
+from widgets.confusion import ConfusionDrilldown
+from widgets.embedding_map import EmbeddingMap
+from widgets.grid import LabelingGrid
+from widgets.issue_queue import IssueQueue
+from widgets.label_book import LabelBook
+from widgets.slices import SlicePerformance
+from widgets.source import resolve_source
+from workbench import Project, ProjectError, list_projects
+
+Builder = Callable[["Workbench"], widgets.Widget]
+
+
+def _version_needed(workbench: Workbench) -> str | None:
+    if not workbench.version:
+        return ("This tab needs a model version. Train one in a notebook: "
+                "<code>wb.train(p, folds=5)</code>, then pick it above.")
+    return None
+
+
+def _compare_needed(workbench: Workbench) -> str | None:
+    if not workbench.version or not workbench.baseline:
+        return ("Comparing needs two model versions: train another with "
+                "<code>wb.train(p, folds=5)</code> and pick both above.")
+    if workbench.version == workbench.baseline:
+        return "Pick two different versions to compare."
+    return None
+
+
+#: Tab title → (builder, check returning why it cannot be built, or None).
+TABS: dict[str, tuple[Builder, Callable[[Workbench], str | None]]] = {
+    "Label": (lambda w: LabelingGrid(w.source, annotator=w.annotator), lambda w: None),
+    "Confusion": (lambda w: ConfusionDrilldown(w.source, w.version, annotator=w.annotator),
+                  _version_needed),
+    "Slices": (lambda w: SlicePerformance(w.source, w.version, annotator=w.annotator),
+               _version_needed),
+    "Issues": (lambda w: IssueQueue(w.source, w.version, annotator=w.annotator),
+               _version_needed),
+    "Agreement": (lambda w: AgreementReview(w.source, annotator=w.annotator),
+                  lambda w: None),
+    "Map": (lambda w: EmbeddingMap(w.source, w.version or None, annotator=w.annotator),
+            lambda w: None),
+    "Compare": (lambda w: ModelCompare(w.source, w.baseline, w.version, annotator=w.annotator),
+                _compare_needed),
+    "Label book": (lambda w: LabelBook(w.source, author=w.annotator,
+                                       version=w.version or None), lambda w: None),
+}
+
+
+class Workbench(widgets.VBox):
+    """All Loupe widgets as tabs with a shared project, version and annotator picker.
+
+    Parameters
+    ----------
+    source : Project, str or FiftyOne view
+        The project to open first (a view restricts every tab to its samples).
+    version : str, optional
+        The model version to analyse; the newest when None.
+    annotator : str, default "alice"
+        The name every edit in every tab is stored under.
+
+    Attributes
+    ----------
+    tabs : ipywidgets.Tab
+    built : dict of str to widget
+        The tabs built so far, by title (e.g. ``built["Confusion"].grid``).
+    """
+
+    def __init__(self, source: Any, *, version: str | None = None,
+                 annotator: str = "alice") -> None:
+        project, ids = resolve_source(source)
+        self.source: Any = source if ids is not None else project
+        self.project: Project = project
+        self.built: dict[str, widgets.Widget] = {}
+        names = list_projects()
+        self.project_picker = widgets.Dropdown(options=names, value=project.name,
+                                               description="Project")
+        self.version_picker = widgets.Dropdown(description="Version")
+        self.baseline_picker = widgets.Dropdown(description="Compare to")
+        self.annotator_box = widgets.Text(value=annotator, description="Your name",
+                                          continuous_update=False)
+        self.status = widgets.HTML()
+        self.tabs = widgets.Tab(children=[widgets.VBox() for _ in TABS],
+                                titles=list(TABS))
+        self._set_versions(version)
+        self.project_picker.observe(self._on_project, names="value")
+        for picker in (self.version_picker, self.baseline_picker, self.annotator_box):
+            picker.observe(self._on_choice, names="value")
+        self.tabs.observe(self._on_tab, names="selected_index")
+        header = widgets.HBox([self.project_picker, self.version_picker,
+                               self.baseline_picker, self.annotator_box])
+        super().__init__(children=[header, self.status, self.tabs])
+        self.add_class("loupe-workbench")
+        self.open_tab(list(TABS)[self.tabs.selected_index or 0])
+
+    # -- public --------------------------------------------------------------------------
+    @property
+    def version(self) -> str | None:
+        """The picked model version's name (None when the project has none)."""
+        return self.version_picker.value
+
+    @property
+    def baseline(self) -> str | None:
+        """The version the picked one is compared to."""
+        return self.baseline_picker.value
+
+    @property
+    def annotator(self) -> str:
+        """The name edits are stored under."""
+        return self.annotator_box.value.strip() or "anonymous"
+
+    @property
+    def selected(self) -> list[str]:
+        """The sample ids selected in the open tab."""
+        titles = list(TABS)
+        current = self.built.get(titles[self.tabs.selected_index or 0])
+        return list(getattr(current, "selected", []) or [])
+
+    def open_tab(self, title: str) -> widgets.Widget:
+        """Show tab ``title`` (building it if needed) and return its widget."""
+        titles = list(TABS)
+        if title not in TABS:
+            raise ValueError(f"no tab {title!r}; tabs: {', '.join(titles)}")
+        index = titles.index(title)
+        if title not in self.built:
+            builder, check = TABS[title]
+            reason = check(self)
+            if reason is not None:
+                content: widgets.Widget = widgets.HTML(f'<p class="loupe-note">{reason}</p>')
+            else:
+                try:
+                    content = builder(self)
+                except (ProjectError, ValueError) as err:
+                    content = widgets.HTML(f'<p class="loupe-note">{html.escape(str(err))}</p>')
+            self.built[title] = content
+            children = list(self.tabs.children)
+            children[index] = widgets.VBox([content])
+            self.tabs.children = children
+        if self.tabs.selected_index != index:
+            self.tabs.selected_index = index
+        return self.built[title]
+
+    # -- events --------------------------------------------------------------------------
+    def _set_versions(self, preferred: str | None) -> None:
+        names = list(self.project.models()["name"])
+        newest = names[-1] if names else None
+        chosen = preferred if preferred in names else newest
+        if preferred is not None and preferred not in names:
+            raise ProjectError(f"project {self.project.name!r} has no model version "
+                               f"{preferred!r} (versions: {', '.join(names) or 'none'})")
+        self.version_picker.options = names
+        self.version_picker.value = chosen
+        earlier = [n for n in names if n != chosen]
+        self.baseline_picker.options = earlier
+        self.baseline_picker.value = earlier[-1] if earlier else None
+        self.status.value = (f'<span class="loupe-sub">{html.escape(self.project.name)}: '
+                             f"{len(self.project)} samples · "
+                             f"{len(names)} model version{'s' if len(names) != 1 else ''}"
+                             "</span>")
+
+    def _reset(self) -> None:
+        self.built = {}
+        self.tabs.children = [widgets.VBox() for _ in TABS]
+        self.open_tab(list(TABS)[self.tabs.selected_index or 0])
+
+    def _on_project(self, change: dict) -> None:
+        self.project = Project.open(change["new"])
+        self.source = self.project
+        self._set_versions(None)
+        self._reset()
+
+    def _on_choice(self, change: dict) -> None:
+        self._reset()
+
+    def _on_tab(self, change: dict) -> None:
+        if change["new"] is not None:
+            self.open_tab(list(TABS)[change["new"]])

@@ -1,0 +1,52 @@
+"""What a widget was given: a Project, a project name, or a FiftyOne dataset/view of one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workbench import Project, ProjectError
+
+
+def resolve_source(source: Any, view: Any = None) -> tuple[Project, list[str] | None]:
+    """The project behind ``source`` and the sample ids to restrict to (None: all).
+
+    Parameters
+    ----------
+    source : Project, str, fiftyone.core.dataset.Dataset or fiftyone.core.view.DatasetView
+        A project, its name, its dataset, or any view of its dataset.
+    view : fiftyone view, optional
+        A view of the same project's dataset, restricting the samples further.
+
+    Raises
+    ------
+    ProjectError
+        If ``source`` is none of these, or a view belongs to a dataset that is not a Loupe
+        project.
+    """
+    project, ids = _one(source)
+    if view is not None:
+        view_project, view_ids = _one(view)
+        if view_project.name != project.name:
+            raise ProjectError(f"view= is a view of {view_project.name!r}, not of project "
+                               f"{project.name!r}")
+        if ids is None:
+            ids = view_ids
+        elif view_ids is not None:
+            keep = set(view_ids)
+            ids = [sid for sid in ids if sid in keep]
+    return project, ids
+
+
+def _one(source: Any) -> tuple[Project, list[str] | None]:
+    if isinstance(source, Project):
+        return source, None
+    if isinstance(source, str):
+        return Project.open(source), None
+    root = getattr(source, "_root_dataset", None)
+    if root is None or not hasattr(source, "values"):
+        raise ProjectError(f"expected a Project, a project name or a FiftyOne view of one, got "
+                           f"{type(source).__name__}")
+    project = Project.open(root.name)
+    if source is root or type(source).__name__ == "Dataset":
+        return project, None
+    return project, list(source.values("id"))

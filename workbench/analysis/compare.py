@@ -1,0 +1,138 @@
+"""Two model versions on the same held-out samples: which images got better or worse."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from workbench.analysis.confusion import class_report
+
+#: Per-sample outcomes of :func:`compare_predictions`, from version ``a`` to version ``b``.
+OUTCOMES = ("better", "worse", "same_right", "same_wrong")
+Outcome = Literal["better", "worse", "same_right", "same_wrong"]
+INPUT_COLUMNS = ("sample_id", "given", "predicted", "confidence")
+COMPARE_COLUMNS = ("sample_id", "given", "predicted_a", "predicted_b", "confidence_a",
+                   "confidence_b", "outcome")
+DELTA_COLUMNS = ("class", "n", "recall_a", "recall_b", "recall_delta", "f1_a", "f1_b",
+                 "f1_delta")
+
+
+def _check_input(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError(f"{name} must be a pandas DataFrame of held-out predictions, got "
+                         f"{type(frame).__name__}; pass workbench.model_analysis.held_out(...).")
+    missing = [c for c in INPUT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}; it has "
+                         f"{list(map(str, frame.columns))}. Held-out frames carry "
+                         f"{list(INPUT_COLUMNS)}.")
+    repeated = frame["sample_id"][frame["sample_id"].duplicated()]
+    if len(repeated):
+        raise ValueError(f"{name} lists sample ids more than once: "
+                         f"{sorted(map(str, repeated.unique()))[:5]}; keep one row per sample.")
+    return frame[list(INPUT_COLUMNS)]
+
+
+def compare_predictions(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Pair two versions' held-out predictions per sample and name what changed.
+
+    Parameters
+    ----------
+    a, b : pandas.DataFrame
+        Held-out predictions of the two versions, one row per sample, with columns
+        ``sample_id``, ``given`` (the label compared with), ``predicted`` and ``confidence``
+        (of the predicted class); extra columns are ignored. The given labels of a sample
+        held out by both must agree.
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_common, 7)
+        One row per sample held out by both (in ``a``'s order): ``sample_id``, ``given``,
+        ``predicted_a``, ``predicted_b``, ``confidence_a``, ``confidence_b`` and ``outcome``:
+        ``"better"`` (``a`` wrong, ``b`` right), ``"worse"`` (``a`` right, ``b`` wrong),
+        ``"same_right"`` or ``"same_wrong"`` (both wrong, possibly with different
+        predictions).
+
+    Raises
+    ------
+    ValueError
+        If a frame lacks a column or repeats a sample, or the given labels disagree.
+    """
+    left = _check_input(a, "a")
+    right = _check_input(b, "b")
+    merged = left.merge(right, on="sample_id", how="inner", suffixes=("_a", "_b"))
+    disagree = merged["given_a"].astype(object) != merged["given_b"].astype(object)
+    if disagree.any():
+        shown = merged.loc[disagree, "sample_id"].head(5).tolist()
+        raise ValueError(f"a and b give different labels to {int(disagree.sum())} sample(s) "
+                         f"(e.g. {shown}); build both frames from the same labels "
+                         f"(the same project state).")
+    right_a = (merged["predicted_a"] == merged["given_a"]).to_numpy()
+    right_b = (merged["predicted_b"] == merged["given_a"]).to_numpy()
+    outcome = np.select([~right_a & right_b, right_a & ~right_b, right_a & right_b],
+                        ["better", "worse", "same_right"], default="same_wrong")
+    return pd.DataFrame({
+        "sample_id": merged["sample_id"].to_numpy(dtype=object),
+        "given": merged["given_a"].to_numpy(dtype=object),
+        "predicted_a": merged["predicted_a"].to_numpy(dtype=object),
+        "predicted_b": merged["predicted_b"].to_numpy(dtype=object),
+        "confidence_a": merged["confidence_a"].to_numpy(dtype=float),
+        "confidence_b": merged["confidence_b"].to_numpy(dtype=float),
+        "outcome": pd.Series(outcome, dtype=object),
+    }, columns=list(COMPARE_COLUMNS))
+
+
+def per_class_deltas(compared: pd.DataFrame, *,
+                     classes: Sequence[str] | None = None) -> pd.DataFrame:
+    """Recall and F1 of each class under both versions, and the change.
+
+    Parameters
+    ----------
+    compared : pandas.DataFrame
+        The result of :func:`compare_predictions` (columns ``given``, ``predicted_a``,
+        ``predicted_b``).
+    classes : sequence of str, optional
+        Rows, in this order; every label must be one of them. Default: the labels present,
+        sorted.
+
+    Returns
+    -------
+    pandas.DataFrame of shape (n_classes, 8)
+        ``class``, ``n`` (samples given that class), ``recall_a``, ``recall_b``,
+        ``recall_delta`` (b − a), ``f1_a``, ``f1_b``, ``f1_delta``; 0.0 where undefined.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing or a label is not in ``classes``.
+    """
+    if not isinstance(compared, pd.DataFrame):
+        raise ValueError(f"compared must be a DataFrame from compare_predictions, got "
+                         f"{type(compared).__name__}.")
+    missing = [c for c in ("given", "predicted_a", "predicted_b") if c not in compared.columns]
+    if missing:
+        raise ValueError(f"compared lacks columns {missing}; pass the result of "
+                         f"compare_predictions(a, b).")
+    if classes is None:
+        present = pd.concat([compared["given"], compared["predicted_a"],
+                             compared["predicted_b"]]).dropna()
+        classes = sorted(map(str, pd.unique(present)))
+    if len(classes) == 0:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in DELTA_COLUMNS})
+    if compared.empty:  # nothing to score: every class has n = 0 and 0.0 everywhere
+        zeros = np.zeros(len(classes))
+        return pd.DataFrame({"class": list(classes), "n": zeros.astype(np.int64),
+                             **dict.fromkeys(DELTA_COLUMNS[2:], zeros)},
+                            columns=list(DELTA_COLUMNS))
+    report_a = class_report(compared["given"], compared["predicted_a"], classes=classes)
+    report_b = class_report(compared["given"], compared["predicted_b"], classes=classes)
+    return pd.DataFrame({
+        "class": report_a["class"], "n": report_a["support"],
+        "recall_a": report_a["recall"], "recall_b": report_b["recall"],
+        "recall_delta": report_b["recall"] - report_a["recall"],
+        "f1_a": report_a["f1"], "f1_b": report_b["f1"],
+        "f1_delta": report_b["f1"] - report_a["f1"],
+    }, columns=list(DELTA_COLUMNS))
