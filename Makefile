@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/label_issues.py
 	$(BIN)/python bench/analysis.py
+	$(BIN)/python bench/widgets.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -77,6 +77,11 @@ def test_main_dashboard_renders_thumbnails(dashboard_url):
                 pytest.fail(f"the dashboard did not show {expected} thumbnails ({err}); "
                             f"page text:\n{page.inner_text('body')[:2000]}\n"
                             f"server output:\n{log_tail(log)}\nscreenshot: {failed}")
+            # The workbench under the overview opens on its labelling grid.
+            page.wait_for_selector(".loupe-workbench .loupe-grid .loupe-tile img",
+                                   timeout=RENDER_TIMEOUT_S * 1000)
+            workbench_tabs = page.inner_text(".loupe-workbench .lm-TabBar, "
+                                             ".loupe-workbench .widget-tab-bar")
             decoded = page.evaluate(
                 "() => [...document.querySelectorAll('img.loupe-thumb')]"
                 ".filter(img => img.naturalWidth > 0).length")
@@ -99,4 +104,5 @@ def test_main_dashboard_renders_thumbnails(dashboard_url):
     assert all(title.endswith(tuple(f" — {c}" for c in CLASSES)) for title in titles)
     assert "Samples per class and split" in text
     assert "Traceback" not in text
+    assert all(tab in workbench_tabs for tab in ("Label", "Confusion", "Issues", "Compare"))
     assert SCREENSHOT.stat().st_size > 10_000

@@ -23,6 +23,8 @@ from browser_support import (
     write_notebook,
 )
 
+from workbench import store
+
 pytestmark = pytest.mark.browser
 
 SHOTS = REPO_ROOT / "docs" / "img" / "widgets"
@@ -44,6 +46,12 @@ def _wait_stored(project, sid: str, annotator: str, n_before: int) -> dict:
         time.sleep(0.1)
     pytest.fail(f"no entry by {annotator!r} reached the store for {sid} within "
                 f"{STORE_TIMEOUT_S} s; history:\n{project.history(sid)}")
+
+
+def _entries_by(project, annotator: str) -> int:
+    histories = store.histories(project.dataset, project.dataset.values("id"))
+    return sum(entry["annotator"] == annotator for history in histories.values()
+               for entry in history)
 
 
 def _wait_for_widgets(page, selector: str, n: int, log: Path) -> None:
@@ -68,10 +76,13 @@ def _relabel_first_tile(page, project, annotator: str, root: str = "") -> tuple[
     classes = project.classes
     target = next(c for c in classes if c != shown)
     n_before = len(project.history(sid))
+    total_before = _entries_by(project, annotator)
     tile.click()
     page.keyboard.press(str(classes.index(target) + 1))
     entry = _wait_stored(project, sid, annotator, n_before)
     assert entry["label"] == target and entry["review"]
+    time.sleep(0.5)
+    assert _entries_by(project, annotator) == total_before + 1  # that image, and only it
     page.wait_for_function(
         "([sid, label]) => document.querySelector(`.loupe-tile[data-id='${sid}']"
         " .loupe-tile-label`).textContent === label", arg=[sid, target], timeout=10_000)
@@ -245,5 +256,7 @@ def test_jupyterlab_grid_keyboard_relabel_reaches_the_store(widget_demo, tmp_pat
             _run_all_cells(page, len(cells))
             _wait_for_widgets(page, ".loupe-tile img", min(60, len(p)), log)
             _relabel_first_tile(page, p, "lab-user")
+            # the digit went to the grid, not to JupyterLab (no cell became a heading)
+            assert page.locator(".jp-Notebook .jp-MarkdownCell").count() == 0
         finally:
             browser.close()

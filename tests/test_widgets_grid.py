@@ -146,3 +146,14 @@ def test_unlabelled_samples_can_be_filtered(project, tmp_path):
     grid.assign("ok", grid.sample_ids[:1])
     grid.refresh()
     assert grid.total == 2
+
+
+def test_another_users_edit_shows_up_on_refresh(small_demo):
+    grid = LabelingGrid(small_demo, annotator="alice")
+    sid = grid.items[0]["id"]
+    other = next(c for c in small_demo.classes if c != grid.items[0]["label"])
+    wb.Project.open(small_demo.name).annotate(sid, other, annotator="bob-elsewhere",
+                                              review=True)
+    assert grid.items[0]["label"] != other  # not polled: the page shows what it last read
+    front(grid, type="refresh")  # the refresh button
+    assert grid.items[0]["label"] == other

@@ -55,9 +55,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"building the demo project {args.project!r} …", flush=True)
         project = create_demo_project(args.project, overwrite=True, progress=True)
         print(f"built {project!r}", flush=True)
+    if not args.no_train:
+        _first_version(args.project)
     if args.no_serve:
         return 0
     return serve_dashboard(port=args.port, project=args.project)
+
+
+def _first_version(name: str) -> None:
+    """Train a quick first model version (a probe, 5 folds, 128 px) if there is none, so the
+    dashboard's analysis tabs have something to show."""
+    from workbench.project import Project
+    from workbench.training import train
+
+    project = Project.open(name)
+    if project.models().empty:
+        print("training a first model version (probe on frozen embeddings, 5 folds) …",
+              flush=True)
+        version = train(project, mode="probe", folds=5, image_size=128, progress=True)
+        print(f"trained {version.name}: out-of-fold accuracy "
+              f"{version.metrics['accuracy']:.1%}", flush=True)
 
 
 def serve_dashboard(*, port: int, project: str) -> int:
@@ -177,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8866)
     demo.add_argument("--rebuild", action="store_true", help="regenerate the demo project")
     demo.add_argument("--no-serve", action="store_true", help="only build the project")
+    demo.add_argument("--no-train", action="store_true",
+                      help="do not train a first model version for the analysis tabs")
     demo.set_defaults(func=_cmd_demo)
 
     tr = sub.add_parser("train", help="train a model version (also under torchrun)")

@@ -28,8 +28,12 @@ from workbench.images import to_native_mode
 JPEG_QUALITY = 85
 #: Largest thumbnail side accepted, in pixels.
 MAX_SIZE = 2048
+#: Decoding and resizing first reduce by whole factors down to this multiple of the target
+#: size, then resample (Pillow's ``thumbnail`` default: fast, no visible loss at 96 px).
+REDUCING_GAP = 2
 #: Bumped when the rendering changes, so old cache entries are not reused.
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
+_ORIENTATION = 0x0112
 
 
 def thumbnail(path: str | Path, *, size: int = 96, cache_dir: Path) -> bytes:
@@ -49,7 +53,7 @@ def thumbnail(path: str | Path, *, size: int = 96, cache_dir: Path) -> bytes:
     Returns
     -------
     bytes
-        A baseline RGB JPEG.
+        A baseline JPEG (greyscale images stay greyscale).
 
     Raises
     ------
@@ -154,12 +158,21 @@ def _cache_key(source: Path, mtime_ns: int, size: int) -> str:
 
 def _render(source: Path, size: int) -> bytes:
     with Image.open(source) as image:
-        image = ImageOps.exif_transpose(image)
-        image = to_native_mode(image).convert("RGB")
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        if image.format == "JPEG":  # decode at a reduced scale (DCT scaling) when large
+            image.draft(None, (size * REDUCING_GAP, size * REDUCING_GAP))
+        if orientation != 1:
+            image = ImageOps.exif_transpose(image)
+        image = to_native_mode(image)
+        if image.mode not in ("L", "RGB"):
+            image = image.convert("RGB")
         width, height = image.size
-        scale = size / max(width, height)
-        new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = image.resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        if max(width, height) > size:
+            image.thumbnail((size, size), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+        else:  # small images are enlarged: every tile of a grid is the same size
+            scale = size / max(width, height)
+            image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                                 Image.Resampling.BICUBIC)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()

@@ -16,7 +16,9 @@ function h(tag, attrs = {}, children = []) {
 }
 
 function render({ model, el }) {
-  const root = h("div", { class: "loupe-grid", tabindex: "0" });
+  // data-lm-suppress-shortcuts: JupyterLab leaves the keys to the grid while it has focus
+  // (in command mode, digits would otherwise turn the notebook cell into a heading).
+  const root = h("div", { class: "loupe-grid", tabindex: "0", "data-lm-suppress-shortcuts": "true" });
   const header = h("div", { class: "loupe-grid-header" });
   const title = h("span", { class: "loupe-grid-title" });
   const count = h("span", { class: "loupe-grid-count" });
@@ -144,13 +146,17 @@ function render({ model, el }) {
       });
       button.style.setProperty("--loupe-class", colors()[label] || "#9e9e9e");
       button.append(h("kbd", { text: index < 9 ? String(index + 1) : "" }), label);
-      button.addEventListener("click", () => { assign(label); root.focus(); });
+      button.addEventListener("click", () => { assign(label); root.focus({ preventScroll: true }); });
       labels.append(button);
     });
     const undo = h("button", { class: "loupe-undo", type: "button", text: "undo (u)" });
     undo.disabled = !model.get("can_undo");
-    undo.addEventListener("click", () => { send({ type: "undo" }); root.focus(); });
+    undo.addEventListener("click", () => { send({ type: "undo" }); root.focus({ preventScroll: true }); });
     labels.append(undo);
+    const refresh = h("button", { class: "loupe-refresh", type: "button", text: "↻ refresh",
+                                  title: "re-read labels from the store (other people's edits)" });
+    refresh.addEventListener("click", () => { send({ type: "refresh" }); root.focus({ preventScroll: true }); });
+    labels.append(refresh);
   }
 
   function renderPager() {
@@ -207,7 +213,7 @@ function render({ model, el }) {
     const tile = event.target.closest(".loupe-tile");
     if (!tile) return;
     event.preventDefault();
-    root.focus();
+    root.focus({ preventScroll: true });
     const index = Number(tile.dataset.index);
     if (event.shiftKey && anchor !== null) {
       selectRange(anchor, index, event.ctrlKey || event.metaKey);
@@ -225,7 +231,8 @@ function render({ model, el }) {
     paintSelection();
   });
   tiles.addEventListener("mouseover", (event) => {
-    if (!dragging) return;
+    // A drag needs the button still held: focusing may scroll tiles under a still pointer.
+    if (!dragging || !(event.buttons & 1)) { dragging = false; return; }
     const tile = event.target.closest(".loupe-tile");
     if (!tile) return;
     focus = Number(tile.dataset.index);
