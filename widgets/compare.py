@@ -11,14 +11,13 @@ re-read from the store (both versions are judged against the current labels).
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import pandas as pd
 import plotly.graph_objects as go
 
-from widgets.grid import LabelingGrid
+from widgets.drill import chart_style, drill_grid, in_scope
 from widgets.palette import color_of, label_colors
 from widgets.source import resolve_source
 from workbench import ProjectError
@@ -28,7 +27,6 @@ from workbench.model_compare import compare
 if TYPE_CHECKING:
     from workbench.versions import ModelVersion
 
-CSS = Path(__file__).with_name("static") / "charts.css"
 #: Outcome buttons: (label, outcome).
 BUTTONS = (("better", "better"), ("worse", "worse"), ("same wrong", "same_wrong"))
 #: Class picker entry for no class filter.
@@ -83,9 +81,9 @@ class ModelCompare(widgets.VBox):
         self.outcome = "worse"
         self.label: str | None = None
         self._picking = False
-        self.grid = LabelingGrid(self.project, annotator=annotator, review=True,
-                                 thumb_size=thumb_size, page_size=page_size, sample_ids=[])
-        self.grid.title = "Pick an outcome, or click a class bar, to see those images"
+        self.grid = drill_grid(
+            self.project, annotator=annotator, thumb_size=thumb_size, page_size=page_size,
+            hint="Pick an outcome, or click a class bar, to see those images")
         self.grid.on_edit(self._on_edit)
         self.buttons = {}
         for text, outcome in BUTTONS:
@@ -109,7 +107,7 @@ class ModelCompare(widgets.VBox):
         self.figure = go.FigureWidget(self.figure)
         for trace in self.figure.data:
             trace.on_click(self._on_click)
-        style = widgets.HTML(f"<style>{CSS.read_text(encoding='utf-8')}</style>")
+        style = chart_style()
         super().__init__(children=[style, self.summary, self.figure,
                                    widgets.HBox([*self.buttons.values(), self.class_picker]),
                                    self.grid])
@@ -199,12 +197,7 @@ class ModelCompare(widgets.VBox):
 
     # -- helpers -----------------------------------------------------------------------
     def _load(self, a: ModelVersion | str, b: ModelVersion | str) -> pd.DataFrame:
-        frame = compare(self.project, a, b)
-        if self._scope is not None:
-            attrs = dict(frame.attrs)
-            frame = frame[frame["sample_id"].isin(set(self._scope))].reset_index(drop=True)
-            frame.attrs.update(attrs)
-        return frame
+        return in_scope(compare(self.project, a, b), self._scope)
 
     def _draw(self) -> None:
         classes = self.frame.attrs["classes"]

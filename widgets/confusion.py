@@ -11,23 +11,21 @@ the matrix is re-read from the store: the given labels change, the predictions d
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import pandas as pd
 import plotly.graph_objects as go
 
-from widgets.grid import LabelingGrid
+from widgets.drill import chart_style, drill_grid, in_scope
 from widgets.palette import color_of, label_colors
 from widgets.source import resolve_source
 from workbench import ProjectError, analysis
-from workbench.model_analysis import held_out, resolve
+from workbench.model_analysis import class_order, held_out, resolve
 
 if TYPE_CHECKING:
     from workbench.versions import ModelVersion
 
-CSS = Path(__file__).with_name("static") / "charts.css"
 #: Colour scale of the confusion counts (white = none).
 COLORSCALE = [[0.0, "#ffffff"], [0.15, "#dbe9f6"], [1.0, "#08519c"]]
 
@@ -70,9 +68,9 @@ class ConfusionDrilldown(widgets.VBox):
         predictions = self.version.oof_predictions()
         self._predictions = predictions.set_index("sample_id")[["label", "confidence"]]
         self.cell: tuple[str, str] | None = None
-        self.grid = LabelingGrid(self.project, annotator=annotator, review=True,
-                                 thumb_size=thumb_size, page_size=page_size, sample_ids=[])
-        self.grid.title = "Click a cell of the matrix to see its images"
+        self.grid = drill_grid(
+            self.project, annotator=annotator, thumb_size=thumb_size, page_size=page_size,
+            hint="Click a cell of the matrix to see its images")
         self.grid.on_edit(self._on_edit)
         self.figure = go.Figure(
             data=[go.Heatmap(z=[[0]], colorscale=COLORSCALE, showscale=False, xgap=2, ygap=2,
@@ -92,7 +90,7 @@ class ConfusionDrilldown(widgets.VBox):
         self.refresh()
         self.figure = go.FigureWidget(self.figure)
         self.figure.data[0].on_click(self._on_click)
-        style = widgets.HTML(f"<style>{CSS.read_text(encoding='utf-8')}</style>")
+        style = chart_style()
         super().__init__(children=[style, self.header, widgets.HBox([self.figure, self.table]),
                                    self.grid])
         self.add_class("loupe-model")
@@ -176,11 +174,8 @@ class ConfusionDrilldown(widgets.VBox):
     # -- helpers -----------------------------------------------------------------------
     def _held_out(self) -> tuple[pd.DataFrame, list[str]]:
         frame = held_out(self.project, self.version)
-        if self._scope is not None:
-            frame = frame[frame["sample_id"].isin(set(self._scope))].reset_index(drop=True)
-        classes = list(self.version.classes)
-        classes += [c for c in self.project.classes if c not in classes]
-        return frame, classes
+        frame = in_scope(frame, self._scope)
+        return frame, class_order(self.project, self.version)
 
     def _captions(self, ids: list[str]) -> dict[str, str]:
         found = self._predictions.reindex(ids)

@@ -21,7 +21,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import traitlets as t
 
-from widgets.grid import LabelingGrid
+from widgets.drill import chart_style, drill_grid
 from widgets.palette import UNLABELLED_COLOR, color_of, label_colors
 from widgets.source import resolve_source
 from workbench import ProjectError
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from workbench.analysis.projection import Method
     from workbench.versions import ModelVersion
 
-CSS = Path(__file__).with_name("static") / "charts.css"
 #: What the points can be coloured by.
 COLOR_BY = ("label", "prediction", "issue")
 #: Legend names of points without a label / prediction.
@@ -94,9 +93,9 @@ class EmbeddingMap(widgets.VBox):
         self.colors = label_colors(self.project.classes)
         self.trace_ids: list[list[str]] = []
         self._pending: dict[str, list[str]] = {"click": [], "selection": []}
-        self.grid = LabelingGrid(self.project, annotator=annotator, review=True,
-                                 thumb_size=thumb_size, page_size=page_size, sample_ids=[])
-        self.grid.title = "Lasso or box-select points on the map to see their images here"
+        self.grid = drill_grid(
+            self.project, annotator=annotator, thumb_size=thumb_size, page_size=page_size,
+            hint="Lasso or box-select points on the map to see their images here")
         self.grid.on_edit(self._on_edit)
         without = "" if self.version is not None else " (needs a model version)"
         self.color_by = widgets.ToggleButtons(
@@ -116,7 +115,7 @@ class EmbeddingMap(widgets.VBox):
             xaxis={"visible": False}, yaxis={"visible": False, "scaleanchor": "x"}))
         self._connect()
         self.header = widgets.HTML(self._header_html())
-        style = widgets.HTML(f"<style>{CSS.read_text(encoding='utf-8')}</style>")
+        style = chart_style()
         super().__init__(children=[style, self.header, self.color_by, self.figure, self.grid])
         self.add_class("loupe-model")
         self.add_class("loupe-embedding-map")

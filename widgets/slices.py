@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from widgets.grid import LabelingGrid
+from widgets.drill import chart_style, drill_grid, in_scope
 from widgets.source import resolve_source
 from workbench import ProjectError, analysis
 from workbench.analysis.slices import MISSING
@@ -28,7 +27,6 @@ from workbench.model_analysis import check_slice_fields, held_out, resolve
 if TYPE_CHECKING:
     from workbench.versions import ModelVersion
 
-CSS = Path(__file__).with_name("static") / "charts.css"
 #: Bar colour at or above the overall accuracy, and at ``FULL_RED`` or more below it.
 NEUTRAL, RED = "#9fb3c8", "#c81e1e"
 FULL_RED = 0.3
@@ -85,9 +83,9 @@ class SlicePerformance(widgets.VBox):
         self.confidence = confidence
         self.slice: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._keys: list[list[tuple[tuple[str, ...], tuple[str, ...]]]] = []
-        self.grid = LabelingGrid(self.project, annotator=annotator, review=True,
-                                 thumb_size=thumb_size, page_size=page_size, sample_ids=[])
-        self.grid.title = "Click a bar to see that slice's mistakes"
+        self.grid = drill_grid(
+            self.project, annotator=annotator, thumb_size=thumb_size, page_size=page_size,
+            hint="Click a bar to see that slice's mistakes")
         self.grid.on_edit(self._on_edit)
         self.figure = go.Figure(layout=go.Layout(
             height=360, margin={"l": 60, "r": 20, "t": 30, "b": 110}, bargap=0.25,
@@ -101,7 +99,7 @@ class SlicePerformance(widgets.VBox):
         self.figure = go.FigureWidget(self.figure)
         for trace in self.figure.data:
             trace.on_click(self._on_click)
-        style = widgets.HTML(f"<style>{CSS.read_text(encoding='utf-8')}</style>")
+        style = chart_style()
         super().__init__(children=[style, self.header, self.figure, self.grid])
         self.add_class("loupe-model")
         self.add_class("loupe-slices")
@@ -207,10 +205,7 @@ class SlicePerformance(widgets.VBox):
 
     # -- helpers -----------------------------------------------------------------------
     def _held_out(self) -> pd.DataFrame:
-        frame = held_out(self.project, self.version)
-        if self._scope is not None:
-            frame = frame[frame["sample_id"].isin(set(self._scope))].reset_index(drop=True)
-        return frame
+        return in_scope(held_out(self.project, self.version), self._scope)
 
     def _bars(self, fields: tuple[str, ...] | None, rows: pd.DataFrame) -> go.Bar:
         accuracy = rows["accuracy"].to_numpy(dtype=float)

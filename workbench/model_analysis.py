@@ -65,7 +65,8 @@ def held_out(project: Project | str, version: ModelVersion | str | None = None) 
     return frame
 
 
-def _classes(project: Project, version: ModelVersion) -> list[str]:
+def class_order(project: Project, version: ModelVersion) -> list[str]:
+    """The version's classes, then the project's classes it does not know (matrix order)."""
     return version.classes + [c for c in project.classes if c not in version.classes]
 
 
@@ -74,7 +75,7 @@ def confusion(project: Project | str, version: ModelVersion | str | None = None)
     project, version = resolve(project, version)
     frame = held_out(project, version)
     return analysis.confusion_matrix(frame["given"], frame["predicted"],
-                                     classes=_classes(project, version))
+                                     classes=class_order(project, version))
 
 
 def confusion_samples(project: Project | str, version: ModelVersion | str | None = None, *,
@@ -82,7 +83,7 @@ def confusion_samples(project: Project | str, version: ModelVersion | str | None
     """Sample ids in one cell of :func:`confusion`, most confident mistakes first."""
     project, version = resolve(project, version)
     frame = held_out(project, version)
-    classes = _classes(project, version)
+    classes = class_order(project, version)
     for name, value in (("true", true), ("pred", pred)):
         if value not in classes:
             raise ProjectError(f"{name}={value!r} is not a class of {version.name!r} "
@@ -96,7 +97,7 @@ def class_report(project: Project | str,
     project, version = resolve(project, version)
     frame = held_out(project, version)
     return analysis.class_report(frame["given"], frame["predicted"],
-                                 classes=_classes(project, version))
+                                 classes=class_order(project, version))
 
 
 def check_slice_fields(project: Project, fields: Sequence[str] | str | None) -> list[str]:
