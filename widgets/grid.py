@@ -170,6 +170,27 @@ class LabelingGrid(anywidget.AnyWidget):
         self._after_edit(ids, None, f"undid {label} on {len(ids)} image"
                                     f"{'s' if len(ids) != 1 else ''}")
 
+    def veto(self, sample_ids: Sequence[str] | None = None) -> int:
+        """Take the selected (or given) synthetic images out of the project for good.
+
+        Only synthetic images can be vetoed (:func:`workbench.veto_synthetic`); the veto is
+        recorded under the grid's annotator in the recipe's record. Not undoable.
+        """
+        from workbench.targeted import veto_synthetic
+
+        ids = list(dict.fromkeys(sample_ids if sample_ids is not None else self.selected))
+        if not ids:
+            raise ProjectError("LabelingGrid.veto: nothing selected; select synthetic images")
+        count = veto_synthetic(self.project, ids, annotator=self.annotator)
+        gone = set(ids)
+        self._base = [sid for sid in self._base if sid not in gone]
+        self.selected = []
+        self.refresh()
+        self.message = f"vetoed {count} synthetic image{'s' if count != 1 else ''}"
+        for callback in list(self._callbacks):
+            callback(ids, None)
+        return count
+
     def refresh(self) -> None:
         """Re-read labels, tags and issues from the store (another user's edits show up)."""
         self._reload()
@@ -319,6 +340,8 @@ class LabelingGrid(anywidget.AnyWidget):
                 self.go_to(int(content.get("page", 0)))
             elif kind == "refresh":
                 self.refresh()
+            elif kind == "veto":
+                self.veto(content.get("ids") or None)
             else:
                 self.message = f"unknown message {kind!r}"
         except (ProjectError, ValueError) as err:

@@ -35,6 +35,9 @@ _EXPORTS = {
                     "workbench.data_analysis"),
     **dict.fromkeys(("compare", "class_deltas"), "workbench.model_compare"),
     "embedding_map": "workbench.maps",
+    **dict.fromkeys(("synthesize", "synthetic_recipes", "SynthesisReport", "improve_class",
+                     "Improvement", "veto_synthetic"),
+                    "workbench.targeted"),
     **dict.fromkeys(("label_book", "define_label", "add_example", "remove_example",
                      "book_history", "suggest_examples"), "workbench.labelbook"),
 }
@@ -58,6 +61,14 @@ if TYPE_CHECKING:
     )
     from workbench.model_compare import class_deltas, compare
     from workbench.project import Project, ProjectError, delete_project, list_projects
+    from workbench.targeted import (
+        Improvement,
+        SynthesisReport,
+        improve_class,
+        synthesize,
+        synthetic_recipes,
+        veto_synthetic,
+    )
     from workbench.training import TrainingCancelled, train
     from workbench.versions import ModelVersion
 
@@ -76,11 +87,43 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS, "demo"])
 
 
-__all__ = ["EdgePredictor", "ImportReport", "ModelVersion", "Project", "ProjectError",
-           "TrainingCancelled", "add_example", "agreement", "book_history", "class_deltas",
-           "class_report", "compare", "confusion", "confusion_samples", "data_advice",
-           "datasheet", "define_label", "delete_project", "demo", "discover_slices",
-           "embedding_map", "export", "label_book", "label_issues", "list_projects",
-           "near_duplicates", "outliers", "remove_example", "slice_report",
-           "suggest_examples", "train"]
+__all__ = [
+    "EdgePredictor",
+    "ImportReport",
+    "Improvement",
+    "ModelVersion",
+    "Project",
+    "ProjectError",
+    "SynthesisReport",
+    "TrainingCancelled",
+    "add_example",
+    "agreement",
+    "book_history",
+    "class_deltas",
+    "class_report",
+    "compare",
+    "confusion",
+    "confusion_samples",
+    "data_advice",
+    "datasheet",
+    "define_label",
+    "delete_project",
+    "demo",
+    "discover_slices",
+    "embedding_map",
+    "export",
+    "improve_class",
+    "label_book",
+    "label_issues",
+    "list_projects",
+    "near_duplicates",
+    "outliers",
+    "remove_example",
+    "slice_report",
+    "suggest_examples",
+    "synthesize",
+    "synthetic_recipes",
+    "train",
+    "veto_synthetic",
+]
 __version__ = "0.1.0"

@@ -36,9 +36,12 @@ def _open(project: Project | str) -> Project:
 
 
 def annotations(project: Project | str) -> pd.DataFrame:
-    """The latest label of every annotator on every sample: sample_id, annotator, label."""
+    """The latest label of every annotator on every real sample: sample_id, annotator, label.
+
+    Synthetic samples are left out: their label is the synthesis recipe's, not a person's.
+    """
     project = _open(project)
-    ids = project.dataset.values("id")
+    ids = project.dataset.match_tags(store.SYNTHETIC_TAG, bool=False).values("id")
     rows = [(sid, who, label)
             for sid, history in store.histories(project.dataset, ids).items()
             for who, label in latest_per_annotator(history).items()]

@@ -315,6 +315,13 @@ class Project:
         except KeyError as error:
             raise ProjectError(error.args[0]) from None
 
+    def remove_synthetic(self, recipe_id: str) -> int:
+        """Delete the samples and images one :func:`workbench.synthesize` call made; returns
+        how many. Real samples, labels, histories and model versions are untouched."""
+        from workbench.targeted import remove_synthetic
+
+        return remove_synthetic(self, recipe_id)
+
     # -- reading -----------------------------------------------------------------------
     def to_pandas(self) -> pd.DataFrame:
         """One row per sample.

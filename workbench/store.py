@@ -96,6 +96,20 @@ def ensure_slice_fields(dataset: fo.Dataset, names: Iterable[str]) -> None:
             dataset.add_sample_field(name, fo.StringField)
 
 
+#: Tag of a sample made by synthesis (never held out, never a person's annotation).
+SYNTHETIC_TAG = "synthetic"
+#: Field holding a synthetic sample's recipe.
+SYNTHETIC_FIELD = "synthetic"
+
+
+def ensure_synthetic_field(dataset: fo.Dataset) -> None:
+    """Declare the ``synthetic`` recipe field (once, before the first synthetic sample)."""
+    fo = fiftyone()
+    if not dataset.has_sample_field(SYNTHETIC_FIELD):
+        dataset.add_sample_field(SYNTHETIC_FIELD, fo.EmbeddedDocumentField,
+                                 embedded_doc_type=fo.DynamicEmbeddedDocument)
+
+
 def sample_document(dataset: fo.Dataset, filepath: str, *, metadata: dict[str, Any],
                     fields: Mapping[str, Any], history: Sequence[Annotation],
                     stamp: datetime | None = None) -> dict[str, Any]:
@@ -241,10 +255,13 @@ def set_predictions(dataset: fo.Dataset, field_name: str, predictions: Mapping[s
 
 
 def labelled_samples(view: fo.DatasetView) -> dict[str, list]:
-    """id, filepath, content_hash, label (consensus), split of every labelled sample."""
-    keys = ["id", "filepath", "content_hash", "ground_truth.label", "split"]
-    columns = dict(zip(["sample_id", "filepath", "content_hash", "label", "split"],
+    """id, filepath, content_hash, label (consensus), split and synthetic (bool: made by
+    :func:`workbench.targeted.synthesize`) of every labelled sample."""
+    keys = ["id", "filepath", "content_hash", "ground_truth.label", "split", "tags"]
+    columns = dict(zip(["sample_id", "filepath", "content_hash", "label", "split", "tags"],
                        view.exists("ground_truth.label").values(keys), strict=True))
+    tags = columns.pop("tags")
+    columns["synthetic"] = [SYNTHETIC_TAG in (t or []) for t in tags]
     return {name: list(values) for name, values in columns.items()}
 
 

@@ -188,9 +188,12 @@ class _Run:
         if self.view is not None and getattr(self.view, "dataset_name", None) != project.name:
             raise ValueError(f"view must be a view of project {project.name!r}'s dataset.")
         samples = store.labelled_samples(project.dataset if self.view is None else self.view)
-        counts = pd.Series(samples["label"], dtype=object).value_counts()
-        classes = [c for c in project.classes if c in counts.index]
-        classes += sorted(set(counts.index) - set(classes))
+        real = [label for label, fake in zip(samples["label"], samples["synthetic"], strict=True)
+                if not fake]
+        counts = pd.Series(real, dtype=object).value_counts()
+        present = set(samples["label"])
+        classes = [c for c in project.classes if c in present]
+        classes += sorted(present - set(classes))
         self._check_counts(project.name, counts, classes, samples["split"])
         return {"name": project.name, "folder": str(project.folder), "samples": samples,
                 "classes": classes, "parent": latest_version(project.folder)}
@@ -201,25 +204,30 @@ class _Run:
             raise ValueError(f"project {name!r} has labelled images of {len(classes)} class(es) "
                              f"({', '.join(classes) or 'none'}); training needs at least 2.")
         if self.folds >= 2:
-            few = {c: int(counts[c]) for c in classes if counts[c] < self.folds}
+            few = {c: int(counts.get(c, 0)) for c in classes
+                   if counts.get(c, 0) < self.folds}
             if few:
                 listed = ", ".join(f"{c!r} has {n}" for c, n in few.items())
                 raise ValueError(f"folds={self.folds} needs at least {self.folds} labelled "
-                                 f"images per class: {listed}. Label more, or pass a smaller "
-                                 "folds (1 uses the project's train/val split).")
+                                 f"images per class: {listed} (synthetic ones do not "
+                                 "count). Label more, or pass a smaller folds (1 uses the "
+                                 "project's train/val split).")
         elif "val" not in splits or "train" not in splits:
             raise ValueError("folds=1 trains on the 'train' split and validates on 'val', but "
                              f"the labelled images of {name!r} are not in both splits; pass "
                              "folds >= 2.")
 
     def _folds(self) -> np.ndarray:
-        """Fold that holds each sample out; -1: never held out (folds=1, train split)."""
+        """Fold that holds each sample out; -1: never held out (folds=1, train split, and
+        synthetic samples: models train on them, only real images are scored)."""
+        synthetic = np.array(self.samples.get("synthetic", [False] * len(self.y)), dtype=bool)
         if self.folds == 1:
-            return np.where(np.array(self.samples["split"]) == "val", 0, -1)
-        fold = np.empty(len(self.y), dtype=int)
+            return np.where((np.array(self.samples["split"]) == "val") & ~synthetic, 0, -1)
+        fold = np.full(len(self.y), -1, dtype=int)
+        real = np.flatnonzero(~synthetic)
         splitter = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
-        for f, (_, held) in enumerate(splitter.split(np.zeros(len(self.y)), self.y)):
-            fold[held] = f
+        for f, (_, held) in enumerate(splitter.split(np.zeros(len(real)), self.y[real])):
+            fold[real[held]] = f
         return fold
 
     def _config(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 // LabelingGrid front-end: renders the page Python sends, forwards selection and edits.
 // Plain ES module for anywidget (no build step, no imports).
 
-const KEYS_HELP = "1–9 label · arrows move · space select · shift/drag range · u undo · Esc clear";
+const KEYS_HELP = "1–9 label · arrows move · space select · shift/drag range · u undo · Esc clear"
+  + " · x veto a synthetic image";
 
 function h(tag, attrs = {}, children = []) {
   const node = document.createElement(tag);
@@ -157,6 +158,13 @@ function render({ model, el }) {
                                   title: "re-read labels from the store (other people's edits)" });
     refresh.addEventListener("click", () => { send({ type: "refresh" }); root.focus({ preventScroll: true }); });
     labels.append(refresh);
+    if ((model.get("filter_options").tag || []).includes("synthetic")) {
+      const veto = h("button", { class: "loupe-veto", type: "button", text: "✗ veto synthetic",
+                                 title: "delete the selected synthetic images (x)" });
+      veto.addEventListener("click", () => { send({ type: "veto", ids: targets() });
+                                             root.focus({ preventScroll: true }); });
+      labels.append(veto);
+    }
   }
 
   function renderPager() {
@@ -261,6 +269,7 @@ function render({ model, el }) {
         pushSelection();
       }
     } else if (key === "u" || key === "U") send({ type: "undo" });
+    else if (key === "x" || key === "X") send({ type: "veto", ids: targets() });
     else if (key === "Escape") { selected = new Set(); pushSelection(); }
     else if (key === "PageDown") send({ type: "page", page: model.get("page") + 1 });
     else if (key === "PageUp") send({ type: "page", page: model.get("page") - 1 });
@@ -281,6 +290,7 @@ function render({ model, el }) {
   model.on("change:page", () => { focus = 0; renderPager(); });
   model.on("change:title", () => { title.textContent = model.get("title"); });
   model.on("change:filter_options", renderFilters);
+  model.on("change:filter_options", renderLabels);
   model.on("change:filters", renderFilters);
   model.on("change:classes", renderLabels);
   model.on("change:can_undo", onUndo);

@@ -136,3 +136,76 @@ def per_class_deltas(compared: pd.DataFrame, *,
         "f1_a": report_a["f1"], "f1_b": report_b["f1"],
         "f1_delta": report_b["f1"] - report_a["f1"],
     }, columns=list(DELTA_COLUMNS))
+
+
+#: Columns of :func:`class_comparison`.
+COMPARISON_COLUMNS = ("class", "n", "precision_a", "precision_b", "precision_delta",
+                      "recall_a", "recall_b", "recall_delta", "recall_delta_low",
+                      "recall_delta_high", "f1_a", "f1_b", "f1_delta", "f1_delta_low",
+                      "f1_delta_high")
+
+
+def class_comparison(compared: pd.DataFrame, *, classes: Sequence[str],
+                     confidence: float = 0.95, n_boot: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    """Precision, recall and F1 per class under both versions, the changes, and paired
+    bootstrap confidence intervals of the recall and F1 changes; a last row ``macro``.
+
+    Parameters
+    ----------
+    compared : pandas.DataFrame
+        The result of :func:`compare_predictions` (both versions scored on the same images).
+    classes : sequence of str
+        Rows, in this order.
+    confidence : float, default 0.95
+    n_boot : int, default 1000
+        Resamples of the images (with replacement; both versions resampled together).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`COMPARISON_COLUMNS`, one row per class and ``macro`` (unweighted means).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    classes = list(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(compared["given"]) - set(index))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not in classes {classes}")
+    k = len(classes)
+    given = compared["given"].map(index).to_numpy(dtype=int)
+    pred_a = compared["predicted_a"].map(index).fillna(-1).to_numpy(dtype=int)
+    pred_b = compared["predicted_b"].map(index).fillna(-1).to_numpy(dtype=int)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(given), size=(n_boot, len(given))) if len(given) else None
+    point_a, point_b = _scores(given, pred_a, k), _scores(given, pred_b, k)
+    low_q, high_q = (1 - confidence) / 2, 1 - (1 - confidence) / 2
+    if draws is not None:
+        boot = np.stack([_scores(given[d], pred_b[d], k) - _scores(given[d], pred_a[d], k)
+                         for d in draws])  # (n_boot, 3 metrics, k + 1)
+        low, high = np.quantile(boot, low_q, axis=0), np.quantile(boot, high_q, axis=0)
+    else:
+        low = high = np.full((3, k + 1), np.nan)
+    counts = np.bincount(given, minlength=k)
+    rows = {"class": [*classes, "macro"], "n": [*counts.tolist(), int(counts.sum())]}
+    for m, metric in enumerate(("precision", "recall", "f1")):
+        rows[f"{metric}_a"], rows[f"{metric}_b"] = point_a[m], point_b[m]
+        rows[f"{metric}_delta"] = point_b[m] - point_a[m]
+        if metric != "precision":
+            rows[f"{metric}_delta_low"], rows[f"{metric}_delta_high"] = low[m], high[m]
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def _scores(given: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    """(3, k + 1): precision, recall, F1 per class and their macro mean (0 where undefined)."""
+    right = given == predicted
+    support = np.bincount(given, minlength=k).astype(float)
+    hits = np.bincount(given[right], minlength=k).astype(float)
+    called = np.bincount(predicted[predicted >= 0], minlength=k)[:k].astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(called > 0, hits / called, 0.0)
+        recall = np.where(support > 0, hits / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    per = np.stack([precision, recall, f1])
+    return np.concatenate([per, per.mean(axis=1, keepdims=True)], axis=1)
