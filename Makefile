@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/label_issues.py
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/widgets.py
+	$(BIN)/python bench/synthesis.py
 
 clean-venv:
 	rm -rf $(VENV)

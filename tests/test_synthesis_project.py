@@ -46,6 +46,8 @@ def test_synthesized_samples_are_tagged_with_their_recipe(casing, method):
         assert history.annotator.tolist() == [f"synthesis:{rep.recipe_id}"]
     recipe = casing.dataset[rep.added[0]]["synthetic"]
     assert recipe["method"] == method and recipe["seed"] == 3 and recipe["sources"]
+    with Image.open(recipe["mask"]) as mask:  # where the defect is, for a person or a detector
+        assert mask.size == (128, 128) and mask.getextrema()[1] == 255
     assert set(recipe["sources"]) <= before
     assert wb.synthetic_recipes(casing)[rep.recipe_id]["n"] == 4
 

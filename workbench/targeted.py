@@ -8,9 +8,10 @@
 
 Every synthetic sample is tagged ``synthetic`` and carries its recipe in the field
 ``synthetic`` (recipe id, method, the painter's parameters, the source sample ids, seed,
-index), so it can be replayed, filtered (``LabelingGrid`` tag filter) and vetoed. Its label
-is a vote by ``synthesis:<recipe id>``, never a person's; training never holds it out, so
-every score is measured on real images only. The recipe record lives in the project's
+index, and the path of its defect mask, a PNG beside the image), so it can be replayed,
+filtered (``LabelingGrid`` tag filter) and vetoed. Its label is a vote by
+``synthesis:<recipe id>``, never a person's; training never holds it out, so every score is
+measured on real images only. The recipe record lives in the project's
 bookkeeping; the images in ``<project folder>/synthetic/<recipe id>/``.
 """
 
@@ -128,6 +129,9 @@ def synthesize(project: Project | str, target: str, n: int = 60, base: str | Non
             path = folder / f"{target}_{index:04d}.png"
             data = _png(pixels)
             path.write_bytes(data)
+            mask_path = folder / "masks" / path.name
+            mask_path.parent.mkdir(exist_ok=True)
+            Image.fromarray(painted.mask.astype(np.uint8) * 255).save(mask_path)
             first = rows[used[0]]
             documents.append(store.sample_document(
                 project.dataset, str(path),
@@ -142,7 +146,8 @@ def synthesize(project: Project | str, target: str, n: int = 60, base: str | Non
                             "method": method, "target": target, "painter":
                             painter if method == "procedural" else None,
                             "params": painted.params,
-                            "sources": used, "seed": seed, "index": index}},
+                            "sources": used, "seed": seed, "index": index,
+                            "mask": str(mask_path)}},
                 history=[Annotation(author, target, stamp)], stamp=stamp))
             documents[-1]["tags"] = [store.SYNTHETIC_TAG]
     except BaseException:
@@ -302,8 +307,9 @@ def veto_synthetic(project: Project | str, sample_ids: Sequence[str], *, annotat
              "file": Path(paths[sid]).name})
     store.update_project_info(project.dataset, synthetic=recipes)
     project.dataset.delete_samples(ids)
-    for path in paths.values():
-        Path(path).unlink(missing_ok=True)
+    for path in map(Path, paths.values()):
+        path.unlink(missing_ok=True)
+        (path.parent / "masks" / path.name).unlink(missing_ok=True)
     return len(ids)
 
 
