@@ -43,6 +43,10 @@ bench: install
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/widgets.py
 	$(BIN)/python bench/synthesis.py
+	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/selection.py
+	$(BIN)/python bench/load.py
+	$(BIN)/python bench/dashboards.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -81,11 +81,12 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def serve(command: Sequence[str], url: str, log: Path, cwd: Path = REPO_ROOT) -> Iterator[str]:
+def serve(command: Sequence[str], url: str, log: Path, cwd: Path = REPO_ROOT,
+          env: dict[str, str] | None = None) -> Iterator[str]:
     """Run a server command in its own process group until the block ends."""
     with log.open("wb") as out:
         proc = subprocess.Popen(list(command), cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, env=env)
     try:
         wait_for_server(url, proc, log)
         yield url
@@ -112,3 +113,20 @@ def launch(playwright):
     """Headless Debian chromium."""
     return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                       args=CHROMIUM_ARGS)
+
+
+def offline_context(browser, external: list[str]):
+    """A browser context where every request leaving 127.0.0.1 is aborted and recorded in
+    ``external`` (the dashboards must work on a machine with no network)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+
+    def route(request_route):
+        target = request_route.request.url
+        if target.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
+            request_route.continue_()
+        else:
+            external.append(target)
+            request_route.abort()
+
+    context.route("**/*", route)
+    return context

@@ -1,7 +1,8 @@
 """The main dashboard, end to end: ``loupe demo`` serves Voila, Chromium renders it.
 
 Runs the real command in a subprocess (it builds the demo project into the session's
-throwaway database, set up by ``conftest.py``, then serves Voila on 127.0.0.1) and drives
+throwaway database, set up by ``conftest.py``, then serves the dashboards folder with Voila
+on 127.0.0.1, without preheated kernels here) and drives
 Debian's chromium through Playwright. Leaves a screenshot in ``docs/img/dashboard.png``
 for the README.
 """
@@ -36,7 +37,7 @@ def dashboard_url(tmp_path):
     log = tmp_path / "loupe-demo.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workbench.cli", "demo", "--port", str(port)],
+            [sys.executable, "-m", "workbench.cli", "demo", "--port", str(port), "--no-preheat"],
             cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -60,7 +61,8 @@ def test_main_dashboard_renders_thumbnails(dashboard_url):
         browser = launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url, wait_until="domcontentloaded", timeout=RENDER_TIMEOUT_S * 1000)
+            page.goto(url + "voila/render/main.ipynb", wait_until="domcontentloaded",
+                      timeout=RENDER_TIMEOUT_S * 1000)
             try:
                 # Thumbnails, or a traceback (fail at once instead of waiting it out).
                 page.wait_for_function(

@@ -8,6 +8,7 @@ import workbench as wb
 from widgets import (
     AgreementReview,
     ConfusionDrilldown,
+    DriftMonitor,
     EmbeddingMap,
     IssueQueue,
     LabelBook,
@@ -20,7 +21,8 @@ from widgets.app import TABS
 
 EXPECTED = {"Label": LabelingGrid, "Confusion": ConfusionDrilldown,
             "Slices": SlicePerformance, "Issues": IssueQueue, "Agreement": AgreementReview,
-            "Map": EmbeddingMap, "Compare": ModelCompare, "Label book": LabelBook}
+            "Map": EmbeddingMap, "Compare": ModelCompare, "Label book": LabelBook,
+            "Drift": DriftMonitor}
 
 
 def test_every_tab_builds_on_the_demo_with_the_shared_version_and_name(widget_demo):

@@ -135,6 +135,13 @@ ALL_CELLS = [
     "EmbeddingMap(p, 'v1', annotator='{annotator}')",
     "ModelCompare(p, 'v1', 'v2', annotator='{annotator}')",
     "LabelBook(p, author='{annotator}', version='v1')",
+    "import pathlib, tempfile\nfrom PIL import Image, ImageEnhance\n"
+    "from widgets import DriftMonitor\n"
+    "dark = pathlib.Path(tempfile.mkdtemp())\n"
+    "for i, path in enumerate(p.dataset.take(20, seed=2).values('filepath')):\n"
+    "    ImageEnhance.Brightness(Image.open(path)).enhance(0.5).save(dark / f'{i}.png')\n"
+    "wb.drift(p, 'v1', p.dataset.take(20, seed=1))\nwb.drift(p, 'v1', dark)\n"
+    "DriftMonitor(p, 'v1', n_images=8)",
     "Workbench(p, annotator='{annotator}')",
 ]
 #: Widget root → screenshot file (docs/img/widgets).
@@ -146,6 +153,7 @@ SCREENSHOT_OF = {
     ".loupe-embedding-map": "embedding_map.png",
     ".loupe-compare": "model_compare.png",
     ".loupe-label-book": "label_book.png",
+    ".loupe-drift": "drift_monitor.png",
     ".loupe-workbench": "workbench.png",
 }
 
@@ -218,6 +226,13 @@ def test_voila_widgets_keyboard_relabel_review_and_confusion_click(widget_demo, 
             page.keyboard.press("a")
             entry = _wait_stored(p, card_id, who, n_before)
             assert entry["review"] and entry["label"] == suggested
+
+            # 4. the drift monitor draws its checks and shows the last batch's images
+            page.wait_for_selector(".loupe-drift .js-plotly-plot .point",
+                                   timeout=RENDER_TIMEOUT_MS)
+            assert page.locator(".loupe-drift .loupe-drift-tile img").count() == 8
+            assert "DRIFT" in page.locator(".loupe-drift .loupe-drift-detail h4").first \
+                .inner_text()
 
             for selector, name in SCREENSHOT_OF.items():
                 element = page.locator(selector).first

@@ -16,6 +16,7 @@ import ipywidgets as widgets
 from widgets.agreement_review import AgreementReview
 from widgets.compare import ModelCompare
 from widgets.confusion import ConfusionDrilldown
+from widgets.drift_monitor import DriftMonitor
 from widgets.embedding_map import EmbeddingMap
 from widgets.grid import LabelingGrid
 from widgets.issue_queue import IssueQueue
@@ -60,6 +61,7 @@ TABS: dict[str, tuple[Builder, Callable[[Workbench], str | None]]] = {
                 _compare_needed),
     "Label book": (lambda w: LabelBook(w.source, author=w.annotator,
                                        version=w.version or None), lambda w: None),
+    "Drift": (lambda w: DriftMonitor(w.source, w.version), _version_needed),
 }
 
 

@@ -35,9 +35,14 @@ _EXPORTS = {
                     "workbench.data_analysis"),
     **dict.fromkeys(("compare", "class_deltas"), "workbench.model_compare"),
     "embedding_map": "workbench.maps",
+    **dict.fromkeys(("drift", "DriftReport", "drift_history", "load_check"),
+                    "workbench.monitoring"),
     **dict.fromkeys(("synthesize", "synthetic_recipes", "SynthesisReport", "improve_class",
                      "Improvement", "veto_synthetic"),
                     "workbench.targeted"),
+    **dict.fromkeys(("review_curve", "ReviewCurve"), "workbench.review_budget"),
+    **dict.fromkeys(("suggest_labels", "next_to_label", "LabelSuggestion"),
+                    "workbench.selection"),
     **dict.fromkeys(("label_book", "define_label", "add_example", "remove_example",
                      "book_history", "suggest_examples"), "workbench.labelbook"),
 }
@@ -60,7 +65,10 @@ if TYPE_CHECKING:
         slice_report,
     )
     from workbench.model_compare import class_deltas, compare
+    from workbench.monitoring import DriftReport, drift, drift_history, load_check
     from workbench.project import Project, ProjectError, delete_project, list_projects
+    from workbench.review_budget import ReviewCurve, review_curve
+    from workbench.selection import LabelSuggestion, next_to_label, suggest_labels
     from workbench.targeted import (
         Improvement,
         SynthesisReport,
@@ -88,12 +96,15 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "DriftReport",
     "EdgePredictor",
     "ImportReport",
     "Improvement",
+    "LabelSuggestion",
     "ModelVersion",
     "Project",
     "ProjectError",
+    "ReviewCurve",
     "SynthesisReport",
     "TrainingCancelled",
     "add_example",
@@ -110,17 +121,23 @@ __all__ = [
     "delete_project",
     "demo",
     "discover_slices",
+    "drift",
+    "drift_history",
     "embedding_map",
     "export",
     "improve_class",
     "label_book",
     "label_issues",
     "list_projects",
+    "load_check",
     "near_duplicates",
+    "next_to_label",
     "outliers",
     "remove_example",
+    "review_curve",
     "slice_report",
     "suggest_examples",
+    "suggest_labels",
     "synthesize",
     "synthetic_recipes",
     "train",

@@ -1,5 +1,5 @@
 """The ``loupe`` command: projects, import, train, models, label issues, dataset card,
-export, the demo dashboard, a database check.
+export, the dashboards (``serve``, ``demo``), a database check.
 
 Errors print one line (``loupe: error: …``) and exit 2; ``--debug`` shows the traceback.
 """
@@ -7,17 +7,14 @@ Errors print one line (``loupe: error: …``) and exit 2; ``--debug`` shows the 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from workbench.images import ImageRejectedError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DASHBOARD = REPO_ROOT / "notebooks" / "dashboards" / "main.ipynb"
+from workbench.safe_csv import write_csv
 
 
 def _cmd_projects(args: argparse.Namespace) -> int:
@@ -59,7 +56,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         _first_version(args.project)
     if args.no_serve:
         return 0
-    return serve_dashboard(port=args.port, project=args.project)
+    return serve_dashboard(port=args.port, project=args.project, preheat=not args.no_preheat)
 
 
 def _first_version(name: str) -> None:
@@ -77,24 +74,24 @@ def _first_version(name: str) -> None:
               f"{version.metrics['accuracy']:.1%}", flush=True)
 
 
-def serve_dashboard(*, port: int, project: str) -> int:
-    """Serve the main dashboard with Voila on 127.0.0.1 (blocks until stopped)."""
-    if not DASHBOARD.is_file():
-        raise FileNotFoundError(
-            f"dashboard notebook not found at {DASHBOARD}; run from a source checkout "
-            "(pip install -e .) or open the notebooks with 'make lab'")
-    voila = shutil.which("voila", path=str(Path(sys.executable).parent)) or shutil.which("voila")
-    if voila is None:
-        raise FileNotFoundError("voila is not installed; run 'make install', or use 'make lab'")
-    env = {**os.environ, "LOUPE_PROJECT": project}
-    print(f"Loupe dashboard: http://127.0.0.1:{port}/  (Ctrl+C to stop; "
-          "notebooks: make lab)", flush=True)
-    command = [voila, str(DASHBOARD), f"--port={port}", "--no-browser",
-               "--Voila.ip=127.0.0.1", "--show_tracebacks=True"]
-    try:
-        return subprocess.call(command, env=env, cwd=REPO_ROOT)
-    except KeyboardInterrupt:
-        return 0
+def serve_dashboard(*, port: int, project: str, preheat: bool = True, ip: str = "127.0.0.1",
+                    token: str | None = None) -> int:
+    """Serve the dashboards (landing page, review, report, main) with Voila, on 127.0.0.1
+    unless ``ip`` says otherwise (then with a token); blocks until stopped."""
+    from workbench.serving import serve_dashboards
+
+    return serve_dashboards(project, port=port, preheat=preheat, ip=ip, token=token)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from workbench.project import Project
+    from workbench.serving import check_token, is_loopback
+
+    is_loopback(args.ip)  # a bad address or token fails before anything starts
+    check_token(args.token)
+    Project.open(args.project)  # a clear error now, not in every dashboard
+    return serve_dashboard(port=args.port, project=args.project, preheat=not args.no_preheat,
+                           ip=args.ip, token=args.token)
 
 
 def _cmd_db_check(args: argparse.Namespace) -> int:
@@ -148,7 +145,7 @@ def _cmd_issues(args: argparse.Namespace) -> int:
     if len(shown):
         print(shown.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if args.csv:
-        frame.to_csv(args.csv, index=False)
+        write_csv(frame, args.csv)  # formula cells escaped
         print(f"all {len(frame)} rows written to {args.csv}")
     return 0
 
@@ -170,6 +167,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Exit status of ``loupe drift`` when the batch drifted (0: it did not; 2: an error).
+DRIFT_EXIT = 3
+
+
+def _cmd_drift(args: argparse.Namespace) -> int:
+    from workbench.monitoring import drift
+
+    report = drift(args.project, args.model, args.folder, alpha=args.alpha,
+                   store=not args.no_store)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+    print(report.summary(), flush=True)
+    return DRIFT_EXIT if report.drifted else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``loupe`` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="loupe", description="Loupe: data-centric AI "
@@ -189,13 +201,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="CSV with a filename column; other columns become slice fields")
     imp.set_defaults(func=_cmd_import)
 
-    demo = sub.add_parser("demo", help="build the demo project and serve the dashboard")
+    serve = sub.add_parser("serve", help="serve the dashboards (review, report) of a project "
+                           "with Voila on 127.0.0.1")
+    serve.add_argument("--project", required=True, help="project the dashboards open")
+    serve.add_argument("--port", type=int, default=8866)
+    serve.add_argument("--no-preheat", action="store_true",
+                       help="start a kernel per page instead of keeping preheated ones ready")
+    serve.add_argument("--ip", default="127.0.0.1",
+                       help="address to bind (default 127.0.0.1, this machine only); any "
+                       "other address requires a token")
+    serve.add_argument("--token", default=os.environ.get("LOUPE_TOKEN"),
+                       help="access token for a non-loopback --ip (default: $LOUPE_TOKEN, "
+                       "else a new one is printed)")
+    serve.set_defaults(func=_cmd_serve)
+
+    demo = sub.add_parser("demo", help="build the demo project and serve the dashboards")
     demo.add_argument("--project", default="demo")
     demo.add_argument("--port", type=int, default=8866)
     demo.add_argument("--rebuild", action="store_true", help="regenerate the demo project")
     demo.add_argument("--no-serve", action="store_true", help="only build the project")
     demo.add_argument("--no-train", action="store_true",
                       help="do not train a first model version for the analysis tabs")
+    demo.add_argument("--no-preheat", action="store_true",
+                      help="start a kernel per page instead of keeping preheated ones ready")
     demo.set_defaults(func=_cmd_demo)
 
     tr = sub.add_parser("train", help="train a model version (also under torchrun)")
@@ -235,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
     exp.add_argument("--out", required=True, help="file to write (.onnx or .pt)")
     exp.set_defaults(func=_cmd_export)
+
+    dr = sub.add_parser("drift", help="check a folder of new images for drift (exit 3 if so)",
+                        description="Compare new images with a model version's training "
+                        "images. Prints one line; exit status 0: no drift, 3: drift, 2: error.")
+    dr.add_argument("folder", help="folder of new images")
+    dr.add_argument("--project", required=True)
+    dr.add_argument("--model", default=None, help="v1, v2, … (default: the newest)")
+    dr.add_argument("--alpha", type=float, default=0.01, help="false-alarm rate (0.01)")
+    dr.add_argument("--json", default=None, help="also write the full report to this file")
+    dr.add_argument("--no-store", action="store_true",
+                    help="do not add the check to the project's drift history")
+    dr.set_defaults(func=_cmd_drift)
 
     sub.add_parser("db-check", help="check that the database starts").set_defaults(
         func=_cmd_db_check)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,8 +159,12 @@ def read_label_csv(
 ) -> tuple[list[Candidate], list[tuple[str, str]], list[str]]:
     """Read a ``filepath,label[,annotator][,slice columns…]`` CSV into candidates.
 
-    Relative file paths are taken relative to the CSV's folder. Rows for the same file are
-    merged into one candidate with several labels. Rows with an empty file path are rejected.
+    Relative file paths are taken relative to the CSV's folder and must stay inside it: a
+    row whose path climbs out with ``..`` (``../../etc/passwd``) or through a symbolic link
+    is rejected, so a CSV that came with a folder of images cannot reach other files. An
+    absolute path is the user's explicit choice and is read where it is. Rows for the same
+    file are merged into one candidate with several labels (an exact duplicate row adds
+    nothing). Rows with an empty file path are rejected.
 
     Returns
     -------
@@ -179,6 +184,7 @@ def read_label_csv(
         )
     slice_columns = _slice_columns(csv_path, table, skip={"filepath", "label", "annotator"})
     base = Path(csv_path).parent
+    real_base = base.resolve()
     by_path: dict[Path, Candidate] = {}
     rejected: list[tuple[str, str]] = []
     for row_number, row in enumerate(table.to_dict("records"), start=2):
@@ -186,14 +192,45 @@ def read_label_csv(
         if not raw:
             rejected.append((f"{display_path(csv_path)}:{row_number}", "empty filepath"))
             continue
+        if "\x00" in raw:
+            rejected.append((f"{display_path(csv_path)}:{row_number}",
+                             "filepath contains a NUL character"))
+            continue
         path = Path(raw) if Path(raw).is_absolute() else base / raw
+        escape = None if Path(raw).is_absolute() else _escapes(path, base, real_base)
+        if escape:
+            rejected.append((f"{display_path(csv_path)}:{row_number}",
+                             f"filepath {raw!r} {escape}; relative paths must stay inside the "
+                             "CSV's folder (write an absolute path to import a file elsewhere)"))
+            continue
         candidate = by_path.setdefault(path, Candidate(path))
         label = (row["label"] or "").strip()
         annotator = (row.get("annotator") or "").strip() or default_annotator
+        control = next((text for text in (label, annotator) if _has_control(text)), None)
+        if control is not None:
+            rejected.append((f"{display_path(csv_path)}:{row_number}",
+                             f"label or annotator {control!r} contains control characters"))
+            continue
         if label and (annotator, label) not in candidate.labels:
             candidate.labels.append((annotator, label))
         candidate.fields.update({c: row[c] for c in slice_columns if row[c] not in (None, "")})
     return list(by_path.values()), rejected, slice_columns
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
+def _escapes(path: Path, base: Path, real_base: Path) -> str | None:
+    """Why a relative CSV path leads outside the CSV's folder, or None when it does not."""
+    lexical = Path(os.path.normpath(path.absolute()))
+    if not lexical.is_relative_to(Path(os.path.normpath(base.absolute()))):
+        return "climbs out of the CSV's folder with '..'"
+    if path.is_symlink() or path.exists():
+        real = path.resolve()
+        if not real.is_relative_to(real_base):
+            return f"is a link to {display_path(real)}, outside the CSV's folder"
+    return None
 
 
 def read_metadata_csv(csv_path: Path) -> tuple[dict[str, dict[str, object]], list[str]]:

@@ -87,6 +87,40 @@ class Project:
                                f"create it with Project.create({name!r})")
         return cls(store.load_dataset(name))
 
+    @classmethod
+    def import_archive(cls, path: str | Path, name: str | None = None,
+                       overwrite: bool = False) -> Project:
+        """Restore a project from an archive written by :meth:`export_archive`.
+
+        Parameters
+        ----------
+        path : str or Path
+            The ``.tar`` / ``.tar.gz`` file.
+        name : str, optional
+            Restore under this name (default: the archived project's name).
+        overwrite : bool
+            Replace an existing project of that name (only once the archive has been
+            read and checked in full).
+
+        Raises
+        ------
+        ProjectError
+            A bad archive (not a tar file, cut short, no manifest, failed checksum, unsafe
+            member names) or a name that is taken; nothing is created then.
+        """
+        from workbench.archive import import_archive
+
+        return cls.open(import_archive(path, name, overwrite=overwrite))
+
+    def export_archive(self, path: str | Path, *, include_embeddings: bool = True) -> Path:
+        """Back the project up into one ``.tar`` (or ``.tar.gz``) file: samples with their
+        full label history, slice fields, tags, predictions and runs, the images (also
+        those outside the project folder), model versions with checkpoints, drift checks
+        and the label book. Restore it with :meth:`Project.import_archive`."""
+        from workbench.archive import export_archive
+
+        return export_archive(self, path, include_embeddings=include_embeddings)
+
     # -- properties --------------------------------------------------------------------
     @property
     def name(self) -> str:
@@ -321,6 +355,14 @@ class Project:
         from workbench.targeted import remove_synthetic
 
         return remove_synthetic(self, recipe_id)
+
+    def drift_history(self) -> pd.DataFrame:
+        """Every drift check stored by :func:`workbench.drift`, oldest first: check_id, time,
+        version, batch, n_images, n_outliers, drifted, p_value, statistic, alpha, method,
+        summary."""
+        from workbench.monitoring import drift_history
+
+        return drift_history(self)
 
     # -- reading -----------------------------------------------------------------------
     def to_pandas(self) -> pd.DataFrame:

@@ -2,19 +2,20 @@
 
 Every write Loupe makes to a project's dataset goes through here, so the schema, the
 atomic history appends and the project bookkeeping (``dataset.info["loupe"]``) live in one
-place. Appends to a sample's label history use MongoDB's ``$push``: concurrent labelers
-never overwrite each other's history.
+place. A label is appended and the consensus updated in one conditional update per sample
+(optimistic concurrency, see :func:`append_history`): concurrent labelers never lose an
+entry of each other's history, nor a consensus update.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
-from pymongo import UpdateOne
 
 from workbench.labels import DISPUTED_TAG, Annotation, consensus, now
 from workbench.settings import fiftyone
@@ -148,57 +149,129 @@ def add_samples(dataset: fo.Dataset, documents: list[dict[str, Any]]) -> list[st
     return [str(d["_id"]) for d in documents]
 
 
+#: Attempts of a conditional consensus write before :class:`ConcurrentWriteError`.
+MAX_WRITE_ATTEMPTS = 100
+
+
+class ConcurrentWriteError(RuntimeError):
+    """Other writers changed a sample's history on every attempt to write its consensus."""
+
+
 def append_history(dataset: fo.Dataset, entries: Mapping[str, Sequence[Annotation]]) -> None:
-    """Append annotations to sample histories atomically, then refresh their consensus.
+    """Append annotations to sample histories and update their consensus, atomically.
+
+    Each sample is one optimistic step: read its history (``n`` entries) and consensus,
+    compute the new consensus with :func:`workbench.labels.consensus` (the consensus read is
+    the tie-break), then one ``update_one`` that pushes the new entries and sets
+    ``ground_truth`` and the ``disputed`` tag *only if the history still has ``n`` entries
+    and the same consensus*. A sample another writer changed in between is read again and
+    retried. So concurrent labelers never lose an entry, and every sample's consensus is
+    the replay of its history in the order the entries were stored: after each write,
+    ``consensus(history so far, consensus before that write)``.
 
     Parameters
     ----------
     entries : mapping of sample id to annotations
-        New entries, oldest first, for each sample.
+        New entries, oldest first, for each sample. Ids of samples that do not exist (or
+        were deleted meanwhile) are skipped.
+
+    Raises
+    ------
+    ConcurrentWriteError
+        When a sample kept changing for :data:`MAX_WRITE_ATTEMPTS` attempts (the samples
+        written before it keep their new entries).
     """
-    entries = {sid: list(items) for sid, items in entries.items() if items}
-    if not entries:
-        return
-    previous = _current_labels(dataset, list(entries))
-    stamp = now()
-    requests = [
-        UpdateOne({"_id": ObjectId(sid)},
-                  {"$push": {"annotations": {"$each": [
-                      {"_cls": "DynamicEmbeddedDocument", **a.to_dict()} for a in items]}},
-                   "$set": {"last_modified_at": stamp}})
-        for sid, items in entries.items()
-    ]
-    dataset._sample_collection.bulk_write(requests, ordered=False)
-    refresh_consensus(dataset, list(entries), previous=previous)
+    pushes = {sid: [{"_cls": "DynamicEmbeddedDocument", **a.to_dict()} for a in items]
+              for sid, items in entries.items() if items}
+    _write_consensus(dataset, pushes, previous=None)
 
 
 def refresh_consensus(dataset: fo.Dataset, sample_ids: Sequence[str],
                       previous: Mapping[str, str | None] | None = None) -> None:
-    """Recompute ``ground_truth`` and the ``disputed`` tag of samples from their history."""
-    fo = fiftyone()
-    view = dataset.select(list(sample_ids))
-    ids, annotators, labels, reviews = view.values(["id", "annotations.annotator",
-                                                    "annotations.label", "annotations.review"])
-    previous = previous if previous is not None else _current_labels(dataset, ids)
-    truth, disputed, settled = {}, [], []
-    for sid, who, what, final in zip(ids, annotators, labels, reviews, strict=True):
-        history = [{"annotator": a, "label": lab, "review": bool(r)}
-                   for a, lab, r in zip(who or [], what or [], final or [None] * len(who or []),
-                                        strict=True)]
-        label, is_disputed = consensus(history, previous.get(sid))
-        truth[sid] = fo.Classification(label=label) if label is not None else None
-        (disputed if is_disputed else settled).append(sid)
-    if truth:
-        dataset.set_values("ground_truth", truth, key_field="id")
-    if disputed:
-        dataset.select(disputed).tag_samples(DISPUTED_TAG)
-    if settled:
-        dataset.select(settled).untag_samples(DISPUTED_TAG)
+    """Recompute ``ground_truth`` and the ``disputed`` tag of samples from their history.
+
+    ``previous`` (sample id to label) is the tie-break on the first attempt; by default,
+    and on retries, the stored consensus is. Written with the same conditional update as
+    :func:`append_history`, so a concurrent append is never overwritten by a consensus
+    computed from an older history.
+    """
+    _write_consensus(dataset, {sid: [] for sid in sample_ids}, previous=previous)
 
 
-def _current_labels(dataset: fo.Dataset, sample_ids: Sequence[str]) -> dict[str, str | None]:
-    ids, labels = dataset.select(list(sample_ids)).values(["id", "ground_truth.label"])
-    return dict(zip(ids, labels, strict=True))
+def _write_consensus(dataset: fo.Dataset, pushes: Mapping[str, list[dict]],
+                     previous: Mapping[str, str | None] | None) -> None:
+    pending = {sid: items for sid, items in pushes.items() if ObjectId.is_valid(sid)}
+    collection = dataset._sample_collection
+    written: list[str] = []
+    for attempt in range(MAX_WRITE_ATTEMPTS):
+        if not pending:
+            break
+        if attempt:
+            time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+        stamp = now()
+        states = _label_states(collection, list(pending))
+        retry = {}
+        for sid, items in pending.items():
+            if sid not in states:  # deleted meanwhile: nothing to write
+                continue
+            history, stored, tags = states[sid]
+            tie_break = previous.get(sid, stored) if previous and not attempt else stored
+            if _conditional_write(collection, sid, history, stored, tags, items, tie_break,
+                                  stamp):
+                written.append(sid)
+            else:
+                retry[sid] = items
+        pending = retry
+    if written:
+        fiftyone()
+        from fiftyone.core.sample import Sample
+
+        Sample._reload_docs(dataset._sample_collection_name, sample_ids=written)
+    if pending:
+        raise ConcurrentWriteError(
+            f"{len(pending)} sample(s) changed on each of {MAX_WRITE_ATTEMPTS} attempts to "
+            f"write their label (e.g. {next(iter(pending))}); nothing was written to them, "
+            "try again")
+
+
+def _label_states(collection: Any, sample_ids: Sequence[str]
+                  ) -> dict[str, tuple[list[dict], str | None, list[str]]]:
+    """Sample id -> (history as stored, consensus label, tags), read in one query."""
+    cursor = collection.find({"_id": {"$in": [ObjectId(s) for s in sample_ids]}},
+                             {"annotations": 1, "ground_truth.label": 1, "tags": 1})
+    return {str(doc["_id"]): (list(doc.get("annotations") or []),
+                              (doc.get("ground_truth") or {}).get("label"),
+                              list(doc.get("tags") or []))
+            for doc in cursor}
+
+
+def _conditional_write(collection: Any, sid: str, history: list[dict], stored: str | None,
+                       tags: list[str], items: list[dict], tie_break: str | None,
+                       stamp: datetime) -> bool:
+    """One sample's append + consensus, applied only if nobody changed it since the read."""
+    n = len(history)
+    label, disputed = consensus(
+        [{"annotator": e.get("annotator"), "label": e.get("label"),
+          "review": bool(e.get("review"))} for e in [*history, *items]], tie_break)
+    condition: dict[str, Any] = {"_id": ObjectId(sid), "ground_truth.label": stored}
+    if n:
+        condition["annotations"] = {"$size": n}
+    else:  # an empty list, or no list at all (samples not made by Loupe)
+        condition["$or"] = [{"annotations": {"$size": 0}}, {"annotations": None}]
+    update: dict[str, Any] = {"$set": {"last_modified_at": stamp}}
+    if items:
+        if n:
+            update["$push"] = {"annotations": {"$each": items}}
+        else:
+            update["$set"]["annotations"] = items
+    if label != stored:
+        update["$set"]["ground_truth"] = (
+            {"_id": ObjectId(), "_cls": "Classification", "tags": [], "label": label}
+            if label is not None else None)
+    elif not items and (DISPUTED_TAG in tags) == disputed:
+        return True  # nothing to change
+    update["$addToSet" if disputed else "$pull"] = {"tags": DISPUTED_TAG}
+    return collection.update_one(condition, update).matched_count == 1
 
 
 def existing_ids(dataset: fo.Dataset, sample_ids: Iterable[str]) -> set[str]:
