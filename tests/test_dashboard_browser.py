@@ -67,7 +67,7 @@ def test_main_dashboard_renders_thumbnails(dashboard_url):
                 # Thumbnails, or a traceback (fail at once instead of waiting it out).
                 page.wait_for_function(
                     "() => document.querySelector('img.loupe-thumb') !== null"
-                    " || document.body.innerText.includes('Traceback')",
+                    " || (document.body !== null && document.body.innerText.includes('Traceback'))",
                     timeout=RENDER_TIMEOUT_S * 1000)
                 page.wait_for_function(
                     "n => [...document.querySelectorAll('img.loupe-thumb')]"

@@ -81,7 +81,8 @@ def _wait_rendered(page, selector: str, log) -> None:
     try:
         page.wait_for_function(
             "sel => document.querySelector(sel) !== null"
-            " || document.body.innerText.includes('Traceback')",
+            " || (document.body !== null"
+            "     && document.body.innerText.includes('Traceback'))",
             arg=selector, timeout=RENDER_TIMEOUT_MS)
     except Exception as err:
         pytest.fail(f"{selector!r} did not render ({err}); page text:\n"

@@ -59,7 +59,7 @@ def _wait_for_widgets(page, selector: str, n: int, log: Path) -> None:
         page.wait_for_function(
             "([sel, n]) => [...document.querySelectorAll(sel)]"
             ".filter(img => img.complete && img.naturalWidth > 0).length >= n"
-            " || document.body.innerText.includes('Traceback')",
+            " || (document.body !== null && document.body.innerText.includes('Traceback'))",
             arg=[selector, n], timeout=RENDER_TIMEOUT_MS)
     except Exception as err:
         pytest.fail(f"{n} images for {selector!r} did not render ({err}); page text:\n"

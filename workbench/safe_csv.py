@@ -49,11 +49,14 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str], *, index: bool 
               **options: Any) -> Path:
     """Write ``frame`` to ``path`` as CSV with formula-like cells escaped; returns the path.
 
-    ``options`` go to :meth:`pandas.DataFrame.to_csv`. Text cells are quoted by default
-    (``quoting=csv.QUOTE_NONNUMERIC``), so a carriage return inside a cell never splits a row.
+    ``options`` go to :meth:`pandas.DataFrame.to_csv`. Rows end in ``\r\n`` (RFC 4180), so
+    the csv writer quotes every cell holding a delimiter, a quote, a ``\r`` or a ``\n``
+    (``csv.QUOTE_MINIMAL``): a carriage return inside a cell never splits a row, and the
+    header stays plain.
     """
     path = Path(path)
-    options.setdefault("quoting", csv.QUOTE_NONNUMERIC)
+    options.setdefault("quoting", csv.QUOTE_MINIMAL)
+    options.setdefault("lineterminator", "\r\n")
     escape_formulas(frame).to_csv(path, index=index, **options)
     return path
 
