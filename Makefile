@@ -12,6 +12,9 @@ install: $(STAMP)
 
 # Re-installs only when the packaging files change (idempotent, fast otherwise).
 $(STAMP): pyproject.toml Makefile
+	@# A fresh environment takes about 6.5 GB (torch's CUDA wheels are most of it).
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4/1048576)}'); [ -x $(BIN)/python ] || [ "$$free" -ge 7 ] \
+	  || echo "WARNING: installing needs about 7 GB free here; only $$free GB is free (df -h .)."
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

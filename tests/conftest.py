@@ -8,6 +8,8 @@ are inherited by subprocesses (CLI, Voila, second-process tests). The user's
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +26,32 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.pop("FIFTYONE_DATABASE_URI", None)
     os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
     os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's folder (database, projects: about 0.5 GB after a full run) once
+    its database server has exited, which happens after this process ends: a detached
+    process waits for that. ``LOUPE_KEEP_TEST_DATA=1`` keeps the folder for a post-mortem."""
+    if _SESSION_ROOT is None or os.environ.get("LOUPE_KEEP_TEST_DATA"):
+        return
+    subprocess.Popen([sys.executable, "-c", _REMOVE_WHEN_UNUSED, str(_SESSION_ROOT)],
+                     start_new_session=True, stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+_REMOVE_WHEN_UNUSED = """
+import os, shutil, sys, time
+import psutil
+root, deadline = sys.argv[1], time.time() + 300
+def in_use():
+    for proc in psutil.process_iter(["cmdline"]):
+        if proc.pid != os.getpid() and root in " ".join(proc.info["cmdline"] or []):
+            return True
+    return False
+while in_use() and time.time() < deadline:
+    time.sleep(0.5)
+shutil.rmtree(root, ignore_errors=True)
+"""
 
 
 @pytest.fixture(scope="session")

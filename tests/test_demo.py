@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -80,3 +82,75 @@ def test_misfiled_copies_have_the_pixels_of_their_original_and_another_label(tmp
         assert paths[copy.filename].read_bytes() != paths[copy.duplicate_of].read_bytes()
         assert np.array_equal(np.asarray(Image.open(paths[copy.filename])),
                               np.asarray(Image.open(paths[copy.duplicate_of])))
+
+
+# -- detection demo --------------------------------------------------------------------------
+def _iou(a: list[float], b: list[float]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def test_defect_boxes_surround_what_the_painter_changed():
+    from workbench.demo_render import render_casing_with_boxes
+
+    for label in CLASSES[1:]:
+        for seed in range(4):
+            pixels, boxes = render_casing_with_boxes(np.random.default_rng(seed), label)
+            # the same generator state gives the classification demo's pixels, unchanged
+            assert np.array_equal(pixels, render_casing(np.random.default_rng(seed), label))
+            clean = render_casing(np.random.default_rng(seed), "ok")  # same surface, no defect
+            changed = np.abs(pixels.astype(int) - clean.astype(int)).max(axis=2) > 25
+            inside = np.zeros_like(changed)
+            for box in boxes:
+                assert box["label"] == label
+                x, y, w, h = (round(v * 128) for v in box["bounding_box"])
+                inside[y:y + h, x:x + w] = True
+            assert boxes and inside.mean() < 0.6, (label, seed)
+            assert changed[inside].sum() >= 0.95 * changed.sum(), (label, seed)
+    assert render_casing_with_boxes(np.random.default_rng(0), "ok")[1] == []
+
+
+def test_detection_demo_has_true_boxes_and_a_few_planted_mistakes():
+    import workbench as wb
+    from workbench.demo import BOX_MISTAKES, INSPECTOR, create_demo_project
+
+    p = create_demo_project("demo-det", n_per_class=10, seed=4, task="detection",
+                            overwrite=True)
+    try:
+        assert p.task == "detection" and p.classes == list(CLASSES[1:])
+        assert p.slice_fields == ["line", "camera", "lighting"]
+        frame = p.to_pandas().set_index("sample_id")
+        assert len(frame) == 50 + DUPLICATES and frame.n_boxes.notna().all()
+        ids, truths, mistakes, paths = p.dataset.values(
+            ["id", "demo_truth", "demo_mistake", "filepath"])
+        given = p.boxes()
+        planted = 0
+        for sid, truth, mistake, path in zip(ids, truths, mistakes, paths, strict=True):
+            true_boxes = [(d.label, d.bounding_box) for d in truth.detections]
+            mine = given[given.sample_id == sid]
+            boxes = list(zip(mine.label, mine[["x", "y", "w", "h"]].values.tolist(),
+                             strict=True))
+            folder = Path(path).parent.name
+            assert all(label == folder for label, _ in true_boxes)
+            assert bool(true_boxes) == (folder != "ok")
+            assert p.box_history(sid).annotator.tolist() == [INSPECTOR]
+            if mistake is None:
+                assert boxes == true_boxes
+                continue
+            assert mistake in BOX_MISTAKES
+            planted += "_copy" not in path
+            if mistake == "dropped_box":  # a misfiled copy filed as "ok" loses them all
+                assert len(boxes) == (0 if "_copy" in path else len(true_boxes) - 1)
+            elif mistake == "wrong_class":
+                assert [b for _, b in boxes] == [b for _, b in true_boxes]
+                assert [label for label, _ in boxes] != [label for label, _ in true_boxes]
+            else:
+                assert [label for label, _ in boxes] == [label for label, _ in true_boxes]
+                assert min(_iou(a[1], b[1]) for a, b in zip(boxes, true_boxes,
+                                                            strict=True)) < 0.5
+        assert planted == round(0.08 * 40)  # ~8 % of the 40 images with a defect
+    finally:
+        wb.delete_project("demo-det")

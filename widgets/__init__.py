@@ -12,6 +12,9 @@ from typing import Any
 
 _EXPORTS = {
     "AgreementReview": "widgets.agreement_review",
+    "BoxConfusionDrilldown": "widgets.box_confusion",
+    "BoxIssueQueue": "widgets.box_issue_queue",
+    "BoxLabeler": "widgets.box_labeler",
     "ConfusionDrilldown": "widgets.confusion",
     "DriftMonitor": "widgets.drift_monitor",
     "EmbeddingMap": "widgets.embedding_map",

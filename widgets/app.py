@@ -14,6 +14,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from widgets.agreement_review import AgreementReview
+from widgets.box_labeler import BoxLabeler
 from widgets.compare import ModelCompare
 from widgets.confusion import ConfusionDrilldown
 from widgets.drift_monitor import DriftMonitor
@@ -44,24 +45,48 @@ def _compare_needed(workbench: Workbench) -> str | None:
     return None
 
 
-#: Tab title → (builder, check returning why it cannot be built, or None).
+def _classification_only(check: Callable[[Workbench], str | None]
+                         ) -> Callable[[Workbench], str | None]:
+    """``check``, and on a detection project a note that the tab is for class labels."""
+    def checked(workbench: Workbench) -> str | None:
+        if workbench.project.task == "detection":
+            return ("This tab works on class labels. For boxes, use the Label, Confusion "
+                    "and Issues tabs (and <code>wb.detection_report(p, mv)</code>).")
+        return check(workbench)
+    return checked
+
+
+def _labeler(workbench: Workbench) -> widgets.Widget:
+    if workbench.project.task == "detection":
+        return BoxLabeler(workbench.source, annotator=workbench.annotator,
+                          model=workbench.version or None)
+    return LabelingGrid(workbench.source, annotator=workbench.annotator)
+
+
+def _always(workbench: Workbench) -> str | None:
+    return None
+
+
+#: Tab title → (builder, check returning why it cannot be built, or None). Confusion and
+#: Issues open their box versions on a detection project; Label opens a BoxLabeler.
 TABS: dict[str, tuple[Builder, Callable[[Workbench], str | None]]] = {
-    "Label": (lambda w: LabelingGrid(w.source, annotator=w.annotator), lambda w: None),
+    "Label": (_labeler, _always),
     "Confusion": (lambda w: ConfusionDrilldown(w.source, w.version, annotator=w.annotator),
                   _version_needed),
     "Slices": (lambda w: SlicePerformance(w.source, w.version, annotator=w.annotator),
-               _version_needed),
+               _classification_only(_version_needed)),
     "Issues": (lambda w: IssueQueue(w.source, w.version, annotator=w.annotator),
                _version_needed),
     "Agreement": (lambda w: AgreementReview(w.source, annotator=w.annotator),
-                  lambda w: None),
+                  _classification_only(_always)),
     "Map": (lambda w: EmbeddingMap(w.source, w.version or None, annotator=w.annotator),
-            lambda w: None),
+            _classification_only(_always)),
     "Compare": (lambda w: ModelCompare(w.source, w.baseline, w.version, annotator=w.annotator),
-                _compare_needed),
+                _classification_only(_compare_needed)),
     "Label book": (lambda w: LabelBook(w.source, author=w.annotator,
-                                       version=w.version or None), lambda w: None),
-    "Drift": (lambda w: DriftMonitor(w.source, w.version), _version_needed),
+                                       version=w.version or None),
+                   _classification_only(_always)),
+    "Drift": (lambda w: DriftMonitor(w.source, w.version), _classification_only(_version_needed)),
 }
 
 

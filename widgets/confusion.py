@@ -6,6 +6,10 @@ Render-only: the counts come from :func:`workbench.analysis.confusion_matrix` an
 opens its samples (:func:`workbench.analysis.confusion_cell`, as ``wb.confusion_samples``)
 in a :class:`~widgets.grid.LabelingGrid`, where they can be relabelled. After each relabel
 the matrix is re-read from the store: the given labels change, the predictions do not.
+
+On a detection project ``ConfusionDrilldown(p, mv)`` is a
+:class:`~widgets.box_confusion.BoxConfusionDrilldown`: the box confusion with background
+rows and columns, AP per class, and a cell's images with its boxes drawn.
 """
 
 from __future__ import annotations
@@ -60,6 +64,16 @@ class ConfusionDrilldown(widgets.VBox):
     cell : tuple of (str, str) or None
         The (given, predicted) cell shown in the grid.
     """
+
+    def __new__(cls, source: Any = None, *args: Any, **kwargs: Any) -> ConfusionDrilldown:
+        """On a detection project, a :class:`~widgets.box_confusion.BoxConfusionDrilldown`."""
+        from widgets.issue_queue import is_detection_source
+
+        if cls is ConfusionDrilldown and is_detection_source(source):
+            from widgets.box_confusion import BoxConfusionDrilldown
+
+            return super().__new__(BoxConfusionDrilldown, source, *args, **kwargs)
+        return super().__new__(cls, source, *args, **kwargs)
 
     def __init__(self, source: Any, mv: ModelVersion | str | None = None, *,
                  annotator: str = "alice", thumb_size: int = 96, page_size: int = 60) -> None:

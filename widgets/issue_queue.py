@@ -5,6 +5,10 @@ Cards come from :func:`workbench.label_issues` (worst first). Per card: the give
 the reason, and each annotator's latest vote. Accept stores the suggestion, keep stores
 the given label, a class key stores that class, each as a review decision; a decided
 sample leaves the queue on the next :meth:`~widgets.review_queue.ReviewQueue.refresh`.
+
+On a detection project ``IssueQueue(p, mv)`` is a
+:class:`~widgets.box_issue_queue.BoxIssueQueue`: one card per suspected box error of
+:func:`workbench.detection_report`, with the boxes drawn on the thumbnails.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import workbench as wb
 from widgets.review_queue import ReviewQueue
+from workbench import Project, ProjectError
 
 if TYPE_CHECKING:
     from workbench.versions import ModelVersion
@@ -41,6 +46,14 @@ class IssueQueue(ReviewQueue):
     decided them. Computing the issues embeds the images once per backbone (cached).
     """
 
+    def __new__(cls, source: Any = None, *args: Any, **kwargs: Any) -> IssueQueue:
+        """On a detection project, a :class:`~widgets.box_issue_queue.BoxIssueQueue`."""
+        if cls is IssueQueue and is_detection_source(source):
+            from widgets.box_issue_queue import BoxIssueQueue
+
+            return super().__new__(BoxIssueQueue, source, *args, **kwargs)
+        return super().__new__(cls, source, *args, **kwargs)
+
     def __init__(self, source: Any, mv: ModelVersion | str | None = None, *,
                  annotator: str = "alice", only_issues: bool = True, image_size: int = 256,
                  thumb_size: int = 64, strip_size: int = 8) -> None:
@@ -66,3 +79,17 @@ class IssueQueue(ReviewQueue):
                  "probability_name": "model probability", "score": row.label_quality,
                  "score_name": "label quality", "reason": row.reason}
                 for row in frame.itertuples(index=False)]
+
+
+def is_detection_source(source: Any) -> bool:
+    """Whether ``source`` (a project, its name or a view) is a detection project; False
+    when it is none of these (the constructor then says why)."""
+    try:
+        if isinstance(source, Project):
+            return source.task == "detection"
+        if isinstance(source, str):
+            return Project.open(source).task == "detection"
+        root = getattr(source, "_root_dataset", None)  # a FiftyOne dataset or view
+        return root is not None and Project.open(root.name).task == "detection"
+    except (ProjectError, ValueError):
+        return False

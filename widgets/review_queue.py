@@ -29,7 +29,7 @@ import traitlets as t
 from PIL import UnidentifiedImageError
 
 from widgets.palette import label_colors
-from widgets.source import resolve_source
+from widgets.source import resolve_source, run_message
 from workbench import ProjectError, store
 from workbench.labels import latest_per_annotator, latest_review
 from workbench.thumbnails import thumbnail_data_uri
@@ -147,6 +147,10 @@ class ReviewQueue(anywidget.AnyWidget):
         histories = store.histories(self.project.dataset, [c["sample_id"] for c in cards])
         cards = [_card(card, histories.get(card["sample_id"], [])) for card in cards
                  if latest_review(histories.get(card["sample_id"], [])) is None]
+        self._publish(cards, classes)
+
+    def _publish(self, cards: list[dict], classes: list[str], **traits: Any) -> None:
+        """Show a new queue from its first card (``traits``: more traits to set with it)."""
         with self.hold_trait_notifications():
             self.classes = classes
             self.colors = label_colors(classes)
@@ -156,6 +160,8 @@ class ReviewQueue(anywidget.AnyWidget):
             self.index = 0
             self.error = ""
             self.message = "" if cards else "nothing to review"
+            for name, value in traits.items():
+                setattr(self, name, value)
         self._show()
 
     def accept(self, *, sample_id: str | None = None) -> str:
@@ -284,16 +290,9 @@ class ReviewQueue(anywidget.AnyWidget):
     # -- front-end ---------------------------------------------------------------------
     def _on_front_message(self, _widget: Any, content: Any, _buffers: Sequence) -> None:
         """Handle a custom message of ``review.js``; failures land in :attr:`error`."""
-        try:
-            kind = content.get("type") if isinstance(content, Mapping) else None
-            handler = self._handlers.get(kind)
-            if handler is None:
-                raise ProjectError(f"unknown message {content!r}: 'type' must be one of "
-                                   f"{', '.join(self._handlers)}")
-            handler(content)
-        except Exception as error:  # shown in the widget instead of a log nobody reads
-            self.error = str(error) if isinstance(error, ValueError) \
-                else f"{type(error).__name__}: {error}"
+        error = run_message(self._handlers, content)
+        if error:
+            self.error = error
 
     def _on_decide(self, content: Mapping) -> None:
         action, sample_id = content.get("action"), content.get("sample_id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from workbench import Project, ProjectError
@@ -50,3 +51,19 @@ def _one(source: Any) -> tuple[Project, list[str] | None]:
     if source is root or type(source).__name__ == "Dataset":
         return project, None
     return project, list(source.values("id"))
+
+
+def run_message(handlers: Mapping[str, Callable[[Mapping], None]], content: Any) -> str:
+    """Run the handler of a front-end message by its ``type``; returns "" or the error to
+    show in the widget (instead of a log nobody reads)."""
+    try:
+        kind = content.get("type") if isinstance(content, Mapping) else None
+        handler = handlers.get(kind)
+        if handler is None:
+            raise ProjectError(f"unknown message {content!r}: 'type' must be one of "
+                               f"{', '.join(handlers)}")
+        handler(content)
+    except Exception as error:
+        return str(error) if isinstance(error, ValueError) \
+            else f"{type(error).__name__}: {error}"
+    return ""

@@ -28,6 +28,9 @@ _EXPORTS = {
     "train": "workbench.training",
     "export": "workbench.exporter",
     "EdgePredictor": "workbench.edge",
+    "EdgeDetector": "workbench.edge",
+    "detect_exported": "workbench.exporter",
+    **dict.fromkeys(("train_detector", "DetectionSettings"), "workbench.detection_training"),
     **dict.fromkeys(("confusion", "confusion_samples", "class_report", "slice_report",
                      "discover_slices", "label_issues", "data_advice"),
                     "workbench.model_analysis"),
@@ -41,6 +44,7 @@ _EXPORTS = {
                      "Improvement", "veto_synthetic"),
                     "workbench.targeted"),
     **dict.fromkeys(("review_curve", "ReviewCurve"), "workbench.review_budget"),
+    **dict.fromkeys(("detection_report", "DetectionReport"), "workbench.detection_report"),
     **dict.fromkeys(("suggest_labels", "next_to_label", "LabelSuggestion"),
                     "workbench.selection"),
     **dict.fromkeys(("label_book", "define_label", "add_example", "remove_example",
@@ -96,7 +100,10 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "DetectionReport",
+    "DetectionSettings",
     "DriftReport",
+    "EdgeDetector",
     "EdgePredictor",
     "ImportReport",
     "Improvement",
@@ -120,6 +127,8 @@ __all__ = [
     "define_label",
     "delete_project",
     "demo",
+    "detect_exported",
+    "detection_report",
     "discover_slices",
     "drift",
     "drift_history",
@@ -141,6 +150,7 @@ __all__ = [
     "synthesize",
     "synthetic_recipes",
     "train",
+    "train_detector",
     "veto_synthetic",
 ]
 __version__ = "0.1.0"

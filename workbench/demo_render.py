@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
-__all__ = ["CAMERAS", "CLASSES", "LIGHTINGS", "LINES", "contact_sheet", "render_casing"]
+__all__ = ["CAMERAS", "CLASSES", "LIGHTINGS", "LINES", "contact_sheet", "defect_boxes",
+           "render_casing", "render_casing_with_boxes"]
 
 CLASSES: tuple[str, ...] = ("ok", "scratch", "dent", "pit_mark", "discoloration")
 LIGHTINGS: tuple[str, ...] = ("bright", "dim")
@@ -282,6 +283,81 @@ def render_casing(
     numpy.ndarray
         ``uint8`` array of shape ``(size, size, 3)``.
     """
+    return _render(rng, label, lighting=lighting, line=line, camera=camera, size=size)[0]
+
+
+def render_casing_with_boxes(
+    rng: np.random.Generator,
+    label: str,
+    *,
+    lighting: str = "bright",
+    line: str = "A",
+    camera: str = "cam1",
+    size: int = 128,
+) -> tuple[np.ndarray, list[dict]]:
+    """Render an image as :func:`render_casing` does (same pixels for the same generator
+    state) and the boxes around its painted defect.
+
+    Returns
+    -------
+    (pixels, boxes)
+        ``uint8`` array of shape ``(size, size, 3)``, and ``{"label", "bounding_box":
+        [x, y, w, h]}`` per defect (relative to the image; ``[]`` for ``"ok"``), see
+        :func:`defect_boxes`.
+    """
+    pixels, change = _render(rng, label, lighting=lighting, line=line, camera=camera,
+                             size=size)
+    if label == "ok":
+        return pixels, []
+    return pixels, [{"label": label, "bounding_box": box} for box in defect_boxes(change)]
+
+
+#: Change of surface luminance (0-1 scale) that counts as part of a painted defect.
+DEFECT_THRESHOLD = 0.035
+#: Pixels (at 128 px) within which changed pixels are grouped into one defect.
+DEFECT_GAP = 5.0
+
+
+def defect_boxes(change: np.ndarray, *, threshold: float = DEFECT_THRESHOLD,
+                 gap: float = DEFECT_GAP, min_pixels: int = 4) -> list[list[float]]:
+    """Boxes around the regions a painter changed.
+
+    Parameters
+    ----------
+    change : array of shape (size, size)
+        ``|painted - unpainted|`` (largest over channels) before camera and light effects.
+    threshold : float
+        Change that counts as defect.
+    gap : float
+        Changed pixels closer than this (scaled with the image size) form one defect; a
+        region of fewer than ``min_pixels`` changed pixels is ignored.
+
+    Returns
+    -------
+    list of [x, y, w, h]
+        Relative boxes, largest region first.
+    """
+    size = change.shape[0]
+    mask = change > threshold
+    radius = max(1, round(gap * size / 128))
+    grouped = ndimage.binary_dilation(mask, iterations=radius)
+    regions, _ = ndimage.label(grouped)
+    boxes = []
+    for index, window in enumerate(ndimage.find_objects(regions), start=1):
+        inside = mask[window] & (regions[window] == index)
+        if inside.sum() < min_pixels:
+            continue
+        rows, cols = np.nonzero(inside)
+        y0, x0 = rows.min() + window[0].start, cols.min() + window[1].start
+        y1, x1 = rows.max() + window[0].start + 1, cols.max() + window[1].start + 1
+        boxes.append((int(inside.sum()), [x0 / change.shape[1], y0 / size,
+                                          (x1 - x0) / change.shape[1], (y1 - y0) / size]))
+    return [[float(v) for v in box] for _, box in sorted(boxes, key=lambda b: -b[0])]
+
+
+def _render(rng: np.random.Generator, label: str, *, lighting: str, line: str, camera: str,
+            size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image and where the painter changed the surface (see :func:`defect_boxes`)."""
     _check(label, CLASSES, "label")
     _check(lighting, LIGHTINGS, "lighting")
     _check(line, LINES, "line")
@@ -293,7 +369,9 @@ def render_casing(
     light = np.array([np.cos(phi), np.sin(phi)], np.float32)
     lum = _brushed_surface(rng, size, light)
     tint = _TINTS[line] + rng.uniform(-0.008, 0.008, 3).astype(np.float32)
-    img = _PAINTERS[label](rng, lum[..., None] * tint, light, dim)
+    surface = lum[..., None] * tint
+    img = _PAINTERS[label](rng, surface, light, dim)
+    change = np.abs(img - surface).max(axis=2)
     blur, gain = _CAMERAS[camera]
     if blur:
         img = ndimage.gaussian_filter(img, (blur * size / 128, blur * size / 128, 0))
@@ -303,7 +381,7 @@ def render_casing(
         img = rng.uniform(0.45, 0.55) * (mean + 0.7 * (img - mean))
     sigma = 0.022 if dim else 0.006
     img = img + sigma * rng.standard_normal(img.shape).astype(np.float32)
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), change
 
 
 def contact_sheet(images: list[np.ndarray], labels: list[str], columns: int = 8) -> Image.Image:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from workbench.versions import ModelVersion
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-TASKS = ("classification",)
+TASKS = ("classification", "detection")
 
 
 class ProjectError(ValueError):
@@ -58,8 +58,9 @@ class Project:
             Letters, digits, ``_``, ``.`` and ``-``; at most 64 characters.
         classes : sequence of str
             Label schema to start with (more are added as imports bring them).
-        task : {"classification"}
-            What the labels describe.
+        task : {"classification", "detection"}
+            What the labels describe: one class per image, or boxes (``ground_truth`` is
+            then ``fo.Detections``; label boxes with :meth:`annotate_boxes`).
         overwrite : bool
             Delete an existing project of that name first.
         """
@@ -143,6 +144,11 @@ class Project:
         return list(store.project_info(self._reloaded()).get("classes", []))
 
     @property
+    def task(self) -> str:
+        """``"classification"`` or ``"detection"`` (fixed when the project is created)."""
+        return str(store.project_info(self._dataset).get("task", "classification"))
+
+    @property
     def slice_fields(self) -> list[str]:
         """Metadata fields imported for slicing (``line``, ``camera``, ``lighting``, …)."""
         return list(store.project_info(self._reloaded()).get("slice_fields", []))
@@ -151,7 +157,8 @@ class Project:
         return len(self._dataset)
 
     def __repr__(self) -> str:
-        return (f"Project({self.name!r}: {len(self)} samples, classes={self.classes}, "
+        task = "" if self.task == "classification" else f"task={self.task!r}, "
+        return (f"Project({self.name!r}: {len(self)} samples, {task}classes={self.classes}, "
                 f"slice_fields={self.slice_fields})")
 
     # -- labels ------------------------------------------------------------------------
@@ -178,6 +185,7 @@ class Project:
         ProjectError
             For an unknown label or sample id, an empty annotator; nothing is written then.
         """
+        self._require_classification("annotate", "annotate_boxes")
         if label not in self.classes:
             raise ProjectError(
                 f"label {label!r} is not a class of project {self.name!r} "
@@ -192,6 +200,7 @@ class Project:
         Appends a withdrawal entry (label None); the history before it is kept, and the
         consensus falls back to the remaining votes. This is how an undo is stored.
         """
+        self._require_classification("withdraw", "withdraw_boxes")
         self._append(sample_ids, None, annotator=annotator, review=review)
 
     def _append(self, sample_ids: str | Iterable[str], label: str | None, *, annotator: str,
@@ -213,6 +222,7 @@ class Project:
         Columns annotator, label (None for a withdrawal), time, review (True for a final
         decision).
         """
+        self._require_classification("history", "box_history")
         if not store.existing_ids(self._dataset, [sample_id]):
             raise ProjectError(f"sample id {sample_id!r} is not in project {self.name!r}")
         entries = store.histories(self._dataset, [sample_id])[sample_id]
@@ -220,6 +230,113 @@ class Project:
         frame = frame.sort_values("time", kind="stable").reset_index(drop=True)
         frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
         return frame
+
+    def _require_classification(self, method: str, instead: str) -> None:
+        if self.task != "classification":
+            raise ProjectError(f"p.{method}() is for class labels, but {self.name!r} is a "
+                               f"{self.task} project: use p.{instead}() instead")
+
+    # -- boxes (detection projects) ------------------------------------------------------
+    def annotate_boxes(self, sample_id: str, boxes: object, *, annotator: str,
+                       review: bool = False) -> None:
+        """Record ``annotator``'s full box set for one image (``[]``: no defect here).
+
+        Appended to the sample's ``box_annotations`` history (never replacing it); the
+        consensus ``ground_truth`` becomes the latest review's boxes if a review is in
+        force, else the newest box set in force.
+
+        Parameters
+        ----------
+        sample_id : str
+        boxes : list of dict or DataFrame
+            ``{"label", "bounding_box": [x, y, w, h]}`` or ``{"label", "x", "y", "w", "h"}``
+            per box, relative to the image size (top-left corner and size, in [0, 1]); or a
+            DataFrame with columns label, x, y, w, h.
+        annotator : str
+        review : bool, default False
+            A final decision that sets the consensus until a later review.
+
+        Raises
+        ------
+        ProjectError
+            Naming the box index and field (``boxes[1].bounding_box: w must be > 0``), an
+            unknown class, sample id or empty annotator; nothing is written then.
+        """
+        from workbench import detection_store
+
+        detection_store.annotate_boxes(self, sample_id, boxes, annotator=annotator,
+                                       review=review)
+
+    def withdraw_boxes(self, sample_id: str, *, annotator: str, review: bool = False) -> None:
+        """Withdraw ``annotator``'s box set for the image (``review=True``: the review in
+        force). Appends a withdrawal entry; the consensus falls back to the box sets left."""
+        from workbench import detection_store
+
+        detection_store.withdraw_boxes(self, sample_id, annotator=annotator, review=review)
+
+    def box_history(self, sample_id: str) -> pd.DataFrame:
+        """Every box set ever given to an image, oldest first: annotator, time, review,
+        n_boxes, boxes (list of ``{label, bounding_box}``; None for a withdrawal)."""
+        from workbench import detection_store
+
+        return detection_store.box_history(self, sample_id)
+
+    def boxes(self, view: fo.DatasetView | None = None) -> pd.DataFrame:
+        """Consensus boxes, one row per box: sample_id, filepath, box_index, label, x, y,
+        w, h (relative). Images labelled "no defect" have no rows: the labelled images are
+        those whose ``n_boxes`` in :meth:`to_pandas` is not null."""
+        from workbench import detection_store
+
+        return detection_store.boxes(self, view)
+
+    def import_voc(self, images_dir: str | Path, annotations_dir: str | Path, *,
+                   annotator: str = "import", progress: bool = True) -> ImportReport:
+        """Import images with Pascal VOC XML boxes (one file per image).
+
+        Each XML's ``filename`` is looked for under ``images_dir`` (in sub-folders too, by
+        name); box coordinates are VOC's 1-based pixel corners. Duplicates and unreadable
+        images are handled as by :meth:`import_folder`; a malformed XML, a missing field or
+        a box outside the image rejects that file (``report.rejected`` names the file and
+        field) and its image is not imported. Images no XML names are listed as rejected.
+        Classes are added to the schema as found.
+        """
+        from workbench import detection_store
+
+        return detection_store.import_voc(self, images_dir, annotations_dir,
+                                          annotator=annotator, progress=progress)
+
+    def import_coco(self, json_path: str | Path, images_dir: str | Path | None = None, *,
+                    annotator: str = "import", progress: bool = True) -> ImportReport:
+        """Import images with COCO JSON boxes (``bbox`` = [x, y, w, h] in pixels).
+
+        ``file_name`` is read relative to ``images_dir`` (default: the JSON's folder).
+        Images without annotations are labelled "no defect". An image with a bad
+        annotation (unknown category, box outside the image) is rejected whole.
+
+        Raises
+        ------
+        ProjectError
+            A file that is not readable COCO JSON at all; nothing is imported then.
+        """
+        from workbench import detection_store
+
+        return detection_store.import_coco(self, json_path, images_dir, annotator=annotator,
+                                           progress=progress)
+
+    def export_voc(self, folder: str | Path) -> Path:
+        """Write the consensus boxes of labelled images as Pascal VOC: ``folder/images/``
+        (copies) and ``folder/annotations/<name>.xml``. Re-import with
+        ``import_voc(folder / "images", folder / "annotations")``."""
+        from workbench import detection_store
+
+        return detection_store.export_voc(self, folder)
+
+    def export_coco(self, json_path: str | Path) -> Path:
+        """Write the consensus boxes of labelled images as one COCO JSON file; images are
+        named relative to the file's folder when they lie under it, else absolutely."""
+        from workbench import detection_store
+
+        return detection_store.export_coco(self, json_path)
 
     # -- import ------------------------------------------------------------------------
     def import_folder(self, path: str | Path, layout: Layout = "class_folders",
@@ -279,6 +396,11 @@ class Project:
     def _import(self, candidates: list[Candidate], rejected: list[tuple[str, str]],
                 slice_columns: list[str], *, thorough: bool,
                 progress: bool) -> ImportReport:
+        if self.task != "classification" and any(c.labels for c in candidates):
+            raise ProjectError(
+                f"{self.name!r} is a {self.task} project: images take boxes, not class "
+                "labels. Import boxes with p.import_voc()/p.import_coco(), or images alone "
+                "with layout='unlabeled' (or a CSV with empty labels)")
         report = ImportReport(rejected=list(rejected))
         for cand in candidates:
             bad = [label for _, label in cand.labels if not _valid_label(label)]
@@ -304,7 +426,8 @@ class Project:
     # -- model versions ----------------------------------------------------------------
     def models(self) -> pd.DataFrame:
         """Model versions, oldest first: name, parent, backbone, mode, created, accuracy,
-        macro_f1 (out-of-fold or validation), metrics (the whole dict)."""
+        macro_f1 (out-of-fold or validation), mAP50 (detectors, out-of-fold), metrics (the
+        whole dict)."""
         from workbench.versions import ModelVersion, models_dir, version_names
 
         rows = []
@@ -315,9 +438,10 @@ class Project:
                          "created": pd.Timestamp(version.record.get("created")),
                          "accuracy": version.metrics.get("accuracy"),
                          "macro_f1": version.metrics.get("macro_f1"),
+                         "mAP50": version.metrics.get("mAP50"),
                          "metrics": version.metrics})
         return pd.DataFrame(rows, columns=["name", "parent", "backbone", "mode", "created",
-                                           "accuracy", "macro_f1", "metrics"])
+                                           "accuracy", "macro_f1", "mAP50", "metrics"])
 
     def model(self, name: str | None = None) -> ModelVersion:
         """Open a model version by name (``"v1"``); the newest when ``name`` is None."""
@@ -369,7 +493,9 @@ class Project:
         """One row per sample.
 
         Columns: ``sample_id`` (and ``id``, the same), ``filepath``, ``label`` (consensus,
-        None when unlabelled), ``split``, one column per slice field, ``tags``.
+        None when unlabelled; always None in a detection project), ``split``, one column per
+        slice field, ``tags``; a detection project adds ``n_boxes`` (consensus boxes, null
+        when unlabelled, 0 for "no defect").
         """
         fields = self.slice_fields
         values = self._dataset.values(["id", "filepath", "ground_truth.label", "split",
@@ -377,6 +503,10 @@ class Project:
         columns = ["sample_id", "filepath", "label", "split", *fields, "tags"]
         frame = pd.DataFrame(dict(zip(columns, values, strict=True)), columns=columns)
         frame.insert(1, "id", frame["sample_id"])
+        if self.task == "detection":
+            from workbench.detection_store import box_counts
+
+            frame["n_boxes"] = pd.array(box_counts(self._dataset), dtype="Int64")
         return frame
 
     def _reloaded(self) -> fo.Dataset:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 
+from workbench.boxes import box_consensus
 from workbench.labels import DISPUTED_TAG, Annotation, consensus, now
 from workbench.settings import fiftyone
 
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
 
 PROJECT_TAG = "loupe"
 SCHEMA_VERSION = 1
+#: ``task`` of a detection project (boxes in ``ground_truth``, history in ``box_annotations``).
+DETECTION = "detection"
+#: Field of a detection sample's box history.
+BOX_HISTORY = "box_annotations"
 
 
 def dataset_exists(name: str) -> bool:
@@ -50,13 +55,16 @@ def create_dataset(name: str, *, classes: Sequence[str], task: str) -> fo.Datase
                              ("split", fo.StringField), ("imported_at", fo.DateTimeField)):
         dataset.add_sample_field(field_name, kind)
     dataset.add_sample_field("ground_truth", fo.EmbeddedDocumentField,
-                             embedded_doc_type=fo.Classification)
+                             embedded_doc_type=fo.Detections if task == DETECTION
+                             else fo.Classification)
     dataset.add_sample_field("annotations", fo.ListField, subfield=fo.EmbeddedDocumentField,
                              embedded_doc_type=fo.DynamicEmbeddedDocument)
     for sub, kind in (("annotator", fo.StringField), ("label", fo.StringField),
                       ("time", fo.DateTimeField)):
         dataset.add_sample_field(f"annotations.{sub}", kind)
     ensure_review_field(dataset)
+    if task == DETECTION:
+        ensure_box_fields(dataset)
     dataset.create_index("content_hash")
     return dataset
 
@@ -272,6 +280,140 @@ def _conditional_write(collection: Any, sid: str, history: list[dict], stored: s
         return True  # nothing to change
     update["$addToSet" if disputed else "$pull"] = {"tags": DISPUTED_TAG}
     return collection.update_one(condition, update).matched_count == 1
+
+
+def ensure_box_fields(dataset: fo.Dataset) -> None:
+    """Declare the box history ``box_annotations`` (annotator, time, review; ``boxes`` is a
+    list of ``{label, bounding_box}`` or None, kept as it is stored)."""
+    fo = fiftyone()
+    if dataset.get_field(BOX_HISTORY) is None:
+        dataset.add_sample_field(BOX_HISTORY, fo.ListField, subfield=fo.EmbeddedDocumentField,
+                                 embedded_doc_type=fo.DynamicEmbeddedDocument)
+    for sub, kind in (("annotator", fo.StringField), ("time", fo.DateTimeField),
+                      ("review", fo.BooleanField)):
+        if dataset.get_field(f"{BOX_HISTORY}.{sub}") is None:
+            dataset.add_sample_field(f"{BOX_HISTORY}.{sub}", kind)
+
+
+def box_entry(annotator: str, boxes: Sequence[Mapping] | None, stamp: datetime, *,
+              review: bool = False) -> dict[str, Any]:
+    """One entry of a box history as stored (``boxes`` None: a withdrawal)."""
+    return {"_cls": "DynamicEmbeddedDocument", "annotator": annotator, "time": stamp,
+            "review": bool(review),
+            "boxes": None if boxes is None else [
+                {"label": b["label"], "bounding_box": [float(v) for v in b["bounding_box"]]}
+                for b in boxes]}
+
+
+def detections_document(boxes: Sequence[Mapping] | None) -> dict[str, Any] | None:
+    """A box set as the raw ``fo.Detections`` document FiftyOne stores (None stays None)."""
+    if boxes is None:
+        return None
+    return {"_id": ObjectId(), "_cls": "Detections", "detections": [
+        {"_id": ObjectId(), "_cls": "Detection", "attributes": {}, "tags": [],
+         "label": b["label"], "bounding_box": list(b["bounding_box"])} for b in boxes]}
+
+
+def append_box_history(dataset: fo.Dataset, entries: Mapping[str, Sequence[dict]]) -> None:
+    """Append box entries (from :func:`box_entry`) and update the consensus, atomically.
+
+    Like :func:`append_history`: per sample, read the history (``n`` entries), compute
+    :func:`workbench.boxes.box_consensus` over it and the new entries, and write entries and
+    ``ground_truth`` in one update applied only if the history still has ``n`` entries;
+    otherwise read again and retry. The updates of all samples go in one ``bulk_write``;
+    since histories only grow, an update took effect exactly when the entries at ``n…`` are
+    the new ones. Concurrent writers never lose an entry, and the consensus is always that
+    of the stored history. Ids of missing samples are skipped.
+
+    Raises
+    ------
+    ConcurrentWriteError
+        When a sample kept changing for :data:`MAX_WRITE_ATTEMPTS` attempts.
+    """
+    from pymongo import UpdateOne
+
+    pending = {sid: list(items) for sid, items in entries.items()
+               if items and ObjectId.is_valid(sid)}
+    collection = dataset._sample_collection
+    written: list[str] = []
+    for attempt in range(MAX_WRITE_ATTEMPTS):
+        if not pending:
+            break
+        if attempt:
+            time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+        states = _box_states(collection, list(pending))
+        sizes = {sid: len(states[sid]) for sid in pending if sid in states}
+        if not sizes:  # all deleted meanwhile
+            break
+        result = collection.bulk_write(
+            [UpdateOne(*_box_update(sid, states[sid], pending[sid])) for sid in sizes],
+            ordered=False)
+        if result.matched_count == len(sizes):
+            written.extend(sizes)
+            break
+        after = _box_states(collection, list(sizes))
+        retry = {}
+        for sid, n in sizes.items():
+            items = pending[sid]
+            if _same_entries(after.get(sid, [])[n:n + len(items)], items):
+                written.append(sid)
+            elif sid in after:
+                retry[sid] = items
+        pending = retry
+    else:
+        raise ConcurrentWriteError(
+            f"{len(pending)} sample(s) changed on each of {MAX_WRITE_ATTEMPTS} attempts to "
+            f"write their boxes (e.g. {next(iter(pending))}); nothing was written to them, "
+            "try again")
+    if written:
+        fiftyone()
+        from fiftyone.core.sample import Sample
+
+        Sample._reload_docs(dataset._sample_collection_name, sample_ids=written)
+
+
+def _box_states(collection: Any, sample_ids: Sequence[str]) -> dict[str, list[dict]]:
+    cursor = collection.find({"_id": {"$in": [ObjectId(s) for s in sample_ids]}},
+                             {BOX_HISTORY: 1})
+    return {str(doc["_id"]): list(doc.get(BOX_HISTORY) or []) for doc in cursor}
+
+
+def _box_update(sid: str, history: list[dict], items: list[dict]) -> tuple[dict, dict]:
+    """Filter and update of one sample's append + consensus, valid while it has ``n``
+    entries."""
+    n = len(history)
+    condition: dict[str, Any] = {"_id": ObjectId(sid)}
+    if n:
+        condition[BOX_HISTORY] = {"$size": n}
+    else:
+        condition["$or"] = [{BOX_HISTORY: {"$size": 0}}, {BOX_HISTORY: None}]
+    update: dict[str, Any] = {"$set": {
+        "last_modified_at": now(),
+        "ground_truth": detections_document(box_consensus([*history, *items]))}}
+    if n:
+        update["$push"] = {BOX_HISTORY: {"$each": items}}
+    else:
+        update["$set"][BOX_HISTORY] = items
+    return condition, update
+
+
+def _same_entries(stored: Sequence[dict], items: Sequence[dict]) -> bool:
+    def key(entry: dict) -> tuple:
+        stamp = entry.get("time")
+        return (entry.get("annotator"), stamp.replace(tzinfo=None) if stamp else None,
+                bool(entry.get("review")), entry.get("boxes"))
+
+    return len(stored) == len(items) and all(
+        key(a) == key(b) for a, b in zip(stored, items, strict=True))
+
+
+def box_histories(dataset: fo.Dataset, sample_ids: Sequence[str]) -> dict[str, list[dict]]:
+    """Sample id -> its box history as dicts (annotator, time, review, boxes), oldest first."""
+    wanted = [ObjectId(s) for s in sample_ids if ObjectId.is_valid(s)]
+    cursor = dataset._sample_collection.find({"_id": {"$in": wanted}}, {BOX_HISTORY: 1})
+    return {str(doc["_id"]): [
+        {"annotator": e.get("annotator"), "time": e.get("time"), "review": bool(e.get("review")),
+         "boxes": e.get("boxes")} for e in doc.get(BOX_HISTORY) or []] for doc in cursor}
 
 
 def existing_ids(dataset: fo.Dataset, sample_ids: Iterable[str]) -> set[str]:

@@ -93,6 +93,60 @@ def thumbnail_data_uri(path: str | Path, *, size: int = 96, cache_dir: Path) -> 
     return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
 
 
+def draw_boxes(data: bytes, boxes: Sequence[dict], *, width: int = 2) -> bytes:
+    """Draw boxes on a thumbnail (JPEG bytes in, JPEG bytes out).
+
+    Each box is a dict with ``x``, ``y``, ``w``, ``h`` (relative to the image, as FiftyOne
+    stores them), ``color`` (any colour Pillow knows, e.g. ``"#0072B2"``) and optionally
+    ``dashed`` (a suggestion rather than a given box) and ``text`` (a caption drawn at the
+    box's top-left corner). Boxes with a missing coordinate are skipped.
+    """
+    from PIL import ImageDraw
+
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    side_w, side_h = image.size
+    for box in boxes:
+        coords = [box.get(k) for k in ("x", "y", "w", "h")]
+        if any(c is None or c != c for c in coords):  # None or NaN
+            continue
+        x, y, w, h = (float(c) for c in coords)
+        left, top = x * side_w, y * side_h
+        right, bottom = (x + w) * side_w - 1, (y + h) * side_h - 1
+        color = box.get("color", "#E69F00")
+        if box.get("dashed"):
+            _dashed_rectangle(draw, (left, top, right, bottom), color, width)
+        else:
+            draw.rectangle((left, top, right, bottom), outline=color, width=width)
+        if box.get("text"):
+            draw.text((left + 2, max(top - 11, 0)), str(box["text"]), fill=color)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def boxed_data_uri(path: str | Path, boxes: Sequence[dict], *, size: int = 96,
+                   cache_dir: Path) -> str:
+    """A thumbnail with boxes drawn on it (see :func:`draw_boxes`) as a data URI."""
+    data = draw_boxes(thumbnail(path, size=size, cache_dir=cache_dir), boxes,
+                      width=max(1, size // 128 + 1))
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _dashed_rectangle(draw: object, rect: tuple[float, float, float, float], color: str,
+                      width: int, dash: int = 5) -> None:
+    left, top, right, bottom = rect
+    for x0, y0, x1, y1 in ((left, top, right, top), (right, top, right, bottom),
+                           (right, bottom, left, bottom), (left, bottom, left, top)):
+        length = max(abs(x1 - x0), abs(y1 - y0))
+        steps = max(1, int(length // dash))
+        for i in range(0, steps, 2):
+            a, b = i / steps, min(i + 1, steps) / steps
+            draw.line((x0 + (x1 - x0) * a, y0 + (y1 - y0) * a,
+                       x0 + (x1 - x0) * b, y0 + (y1 - y0) * b), fill=color, width=width)
+
+
 def build_cache(paths: Sequence[str | Path], *, size: int = 96, cache_dir: Path,
                 workers: int | None = None, progress: bool = False) -> dict[str, str]:
     """Make sure every image has a cached thumbnail, several at a time.

@@ -75,11 +75,11 @@ MODES = ("auto", "probe", "finetune")
 
 
 def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode = "auto",
-          folds: int = 5, epochs: int = 15, image_size: int = 224, seed: int = 0,
-          view: fo.DatasetView | None = None, *, weights: str | None = "default",
-          resume: bool = False, settings: FinetuneSettings | None = None,
-          probe_c: float = DEFAULT_C, cancel: CancelFlag | None = None,
-          progress: bool = True) -> ModelVersion | None:
+          folds: int | None = None, epochs: int | None = None, image_size: int | None = None,
+          seed: int = 0, view: fo.DatasetView | None = None, *, task: str | None = None,
+          model: str = "auto", weights: str | None = "default", resume: bool = False,
+          settings: FinetuneSettings | Any | None = None, probe_c: float = DEFAULT_C,
+          cancel: CancelFlag | None = None, progress: bool = True) -> ModelVersion | None:
     """Train a new model version of a project on its labelled images.
 
     Parameters
@@ -89,22 +89,34 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
     backbone, weights
         As :func:`workbench.backbones.create_backbone` takes them.
     mode : {"auto", "probe", "finetune"}, default "auto"
-    folds : int, default 5
+        Classification only.
+    folds : int, default 5 (detection: 3)
         k >= 2: k-fold cross-validation, stratified by class; every class needs at least k
-        labelled images. 1: train on the ``train`` split, validate on ``val``.
-    epochs : int, default 15
+        labelled images. 1: train on the ``train`` split, validate on ``val``
+        (classification only).
+    epochs : int, default 15 (detection: 12)
         Most epochs per fine-tune (early stopping on the held-out fold may stop sooner; the
-        final model trains for the median best epoch).
-    image_size : int, default 224
+        final model trains for the median best epoch). A detector trains every model for
+        ``epochs``.
+    image_size : int, default 224 (detection: the images' own size, see
+        :func:`workbench.detection_training.train_detector`)
         Side of the square each image is resized to.
     seed : int, default 0
         Folds, initialisation, augmentation and batch order; a CPU run is reproducible.
     view : fiftyone view of the project, optional
         Train on these samples only (still only the labelled ones).
+    task : {"classification", "detection"}, optional
+        The project's own task by default; naming the other one is an error.
+    model : {"auto", "retinanet"}, default "auto"
+        The detector architecture (``"auto"`` is RetinaNet); classification takes only
+        ``"auto"`` (its choice is ``mode``). A detection run is
+        :func:`workbench.detection_training.train_detector`.
     resume : bool, default False
-        Go on from an interrupted or cancelled run with the same arguments and labels.
-    settings : FinetuneSettings, optional
-        Learning rates, batch size, patience, label smoothing.
+        Go on from an interrupted or cancelled run with the same arguments and labels
+        (classification only).
+    settings : FinetuneSettings or DetectionSettings, optional
+        Learning rates, batch size, patience, label smoothing; a detector's
+        :class:`~workbench.detection_training.DetectionSettings`.
     probe_c : float, default 1.0
         Inverse L2 strength of the probe's logistic regression.
     cancel : object with ``is_set()``, optional
@@ -117,9 +129,31 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
     ModelVersion
         ``None`` on the other ranks of a ``torchrun`` job.
     """
+    distributed.setup()
+    task = _resolve_task(project, task, model)
+    if task == "detection":
+        if distributed.active():
+            raise ValueError("a detector trains in one process; run it without torchrun.")
+        from workbench.detection_training import DetectionSettings, train_detector
+
+        for name, value, default in (("mode", mode, "auto"), ("resume", resume, False)):
+            if value != default:
+                raise ValueError(f"{name}={value!r} applies to classification; a detector "
+                                 "takes backbone, folds, epochs, image_size, seed, view, "
+                                 "weights and settings (a DetectionSettings).")
+        if settings is not None and not isinstance(settings, DetectionSettings):
+            raise ValueError("a detector's settings are a workbench.detection_training."
+                             f"DetectionSettings, got {type(settings).__name__}.")
+        return train_detector(project, backbone=backbone, weights=weights, settings=settings,
+                              folds=3 if folds is None else folds,
+                              epochs=12 if epochs is None else epochs,
+                              image_size=image_size,
+                              seed=seed, view=view, cancel=cancel, progress=progress)
+    folds = 5 if folds is None else folds
+    epochs = 15 if epochs is None else epochs
+    image_size = 224 if image_size is None else image_size
     _check_arguments(mode, folds, epochs, image_size, seed)
     settings = settings or FinetuneSettings()
-    distributed.setup()
     try:
         return _Run(project, backbone=backbone, weights=weights, mode=mode, folds=folds,
                     epochs=epochs, image_size=image_size, seed=seed, view=view,
@@ -128,6 +162,35 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
     except KeyboardInterrupt:
         raise TrainingCancelled("training interrupted; finished epochs and folds are kept, "
                                 "resume with train(..., resume=True)") from None
+
+
+TASKS = ("classification", "detection")
+MODELS = {"classification": ("auto",), "detection": ("auto", "retinanet")}
+
+
+def _resolve_task(project: Project | str, task: str | None, model: str) -> str:
+    """The task to train: the project's, checked against ``task`` and ``model``."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task={task!r} is not one of {list(TASKS)}.")
+    if model not in MODELS["detection"]:
+        raise ValueError(f"model={model!r} is not one of {list(MODELS['detection'])}.")
+    own = None
+    if distributed.rank() == 0:
+        from workbench.project import Project
+
+        opened = Project.open(project) if isinstance(project, str) else project
+        own = getattr(opened, "task", "classification") if isinstance(opened, Project) \
+            else None
+    own = distributed.broadcast(own)
+    name = project if isinstance(project, str) else getattr(project, "name", project)
+    if task is not None and own is not None and task != own:
+        raise ValueError(f"task={task!r}, but project {name!r} is a {own} project; train it "
+                         f"with task={own!r} (or leave task out).")
+    task = task or own or "classification"
+    if model not in MODELS[task]:
+        raise ValueError(f"model={model!r} is a detector; a {task} project trains with "
+                         "model='auto' (and mode='auto', 'probe' or 'finetune').")
+    return task
 
 
 def _check_arguments(mode: object, folds: object, epochs: object, image_size: object,

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import fiftyone as fo
 
 FORMAT_VERSION = 1
+#: ``format`` of a detector's ``model.pt`` (its config and one state dict).
+DETECTION_FORMAT = 2
 _NAME = re.compile(r"^v(\d+)$")
 
 
@@ -122,6 +124,7 @@ class ModelVersion:
     project_name: str
     record: dict[str, Any]
     _classifier: Classifier | None = field(default=None, repr=False)
+    _detector: Any = field(default=None, repr=False)
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], project_name: str) -> ModelVersion:
@@ -152,6 +155,12 @@ class ModelVersion:
         return list(self.record["classes"])
 
     @property
+    def task(self) -> str:
+        """``"classification"`` or ``"detection"`` (versions from before detection existed
+        are classifiers)."""
+        return str(self.record.get("task") or "classification")
+
+    @property
     def mode(self) -> str:
         """What was trained: ``"probe"``, ``"finetune"`` or ``"ensemble"`` (auto's choice)."""
         return self.record["mode"]
@@ -175,35 +184,81 @@ class ModelVersion:
         return pd.read_parquet(self.folder / "snapshot.parquet")
 
     def oof_predictions(self) -> pd.DataFrame:
-        """Out-of-fold (or validation) predictions: sample_id, label, confidence, one
-        probability column per class; only samples a fold held out."""
+        """Out-of-fold (or validation) predictions; only samples a fold held out.
+
+        A classifier's: sample_id, label, confidence, one probability column per class,
+        fold. A detector's: one row per predicted box, sample_id, label, confidence, x, y,
+        w, h (relative top-left corner and size), fold; the held-out images are those of
+        ``snapshot()`` with ``fold >= 0`` (an image where nothing was found has no row).
+        """
         return pd.read_parquet(self.folder / "predictions.parquet")
 
     # -- the network ------------------------------------------------------------------------
     @property
     def classifier(self) -> Classifier:
         """The network, preprocessing included, on the CPU in eval mode (loaded once)."""
+        if self.task != "classification":
+            raise ValueError(f"model version {self.name!r} is a {self.task} model; its network "
+                             "is mv.detector.")
         if self._classifier is None:
             self._classifier = load_classifier(self.checkpoint_path)
         return self._classifier
 
+    @property
+    def detector(self) -> Any:
+        """A detection version's :class:`~workbench.detector.Detector`, on the CPU in eval
+        mode (loaded once)."""
+        if self.task != "detection":
+            raise ValueError(f"model version {self.name!r} is a {self.task} model; its network "
+                             "is mv.classifier.")
+        if self._detector is None:
+            self._detector = load_detector(self.checkpoint_path)
+        return self._detector
+
     def predict(self, paths_or_view: Any, *, batch_size: int = 8,
-                progress: bool = True) -> pd.DataFrame:
+                progress: bool = True, score_threshold: float | None = None) -> pd.DataFrame:
         """Predict image files, or every sample of a FiftyOne view or dataset.
+
+        Parameters
+        ----------
+        score_threshold : float, optional
+            Detectors only: the lowest box confidence kept (the version's, 0.05, by
+            default).
 
         Returns
         -------
         pd.DataFrame
-            One row per image, in input order: ``sample_id`` (for a view), ``filepath``,
-            ``label``, ``confidence``, then one probability column per class.
+            A classifier's: one row per image, in input order: ``sample_id`` (for a view),
+            ``filepath``, ``label``, ``confidence``, then one probability column per class.
+            A detector's: one row per box (images in input order, best box first):
+            ``sample_id`` (for a view), ``filepath``, ``label``, ``confidence``, ``x``,
+            ``y``, ``w``, ``h`` (relative top-left corner and size).
         """
         ids, paths = _inputs(paths_or_view)
+        if self.task == "detection":
+            return self._detect(ids, paths, batch_size=batch_size, progress=progress,
+                                score_threshold=score_threshold)
+        if score_threshold is not None:
+            raise ValueError("score_threshold applies to detection versions only.")
         probs = self._probabilities(paths, batch_size=batch_size, progress=progress)
         frame = probability_frame(probs, self.classes)
         frame.insert(0, "filepath", [str(p) for p in paths])
         if ids is not None:
             frame.insert(0, "sample_id", ids)
         return frame
+
+    def _detect(self, ids: list[str] | None, paths: list[str], *, batch_size: int,
+                progress: bool, score_threshold: float | None) -> pd.DataFrame:
+        from workbench.detection_training import detect_files, detection_frame
+
+        found = detect_files(self.detector, paths, batch_size=batch_size,
+                             score_threshold=score_threshold, progress=progress)
+        keys = list(range(len(paths)))
+        frame = detection_frame(found, self.classes, "_row", keys)
+        frame.insert(0, "filepath", [str(paths[i]) for i in frame["_row"]])
+        if ids is not None:
+            frame.insert(0, "sample_id", [ids[i] for i in frame["_row"]])
+        return frame.drop(columns="_row")
 
     def _probabilities(self, paths: list[str], *, batch_size: int,
                        progress: bool) -> np.ndarray:
@@ -236,6 +291,13 @@ class ModelVersion:
         return (total / len(kinds)).astype(np.float32)
 
     def __repr__(self) -> str:
+        if self.task == "detection":
+            value = self.metrics.get("mAP50")
+            shown = f"{value:.3f}" if isinstance(value, float) else "n/a"
+            return (f"ModelVersion({self.project_name}/{self.name}: detection "
+                    f"{self.record.get('model', '')}, {self.config.get('backbone')} @ "
+                    f"{self.config.get('image_size')} px, {self.metrics.get('evaluated_on', '')}"
+                    f" mAP50 {shown})")
         accuracy = self.metrics.get("accuracy")
         shown = f"{accuracy:.3f}" if isinstance(accuracy, float) else "n/a"
         return (f"ModelVersion({self.project_name}/{self.name}: {self.mode}, "
@@ -297,6 +359,53 @@ def load_classifier(path: Path) -> Classifier:
                       std=saved["std"], classes=saved["classes"]).eval()
 
 
+def load_detector(path: Path) -> Any:
+    """Rebuild the :class:`~workbench.detector.Detector` a detection ``model.pt`` holds."""
+    from workbench.detector import DetectorConfig, build_detector
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"cannot read checkpoint {str(path)!r} "
+                         f"({type(error).__name__}: {error}).") from None
+    if saved.get("format") != DETECTION_FORMAT or saved.get("task") != "detection":
+        raise ValueError(f"{str(path)!r} is not a detector checkpoint of format "
+                         f"{DETECTION_FORMAT} (format {saved.get('format')!r}).")
+    config = DetectorConfig.from_dict(saved["detector"])
+    detector = build_detector(config.backbone, classes=config.classes, weights=None,
+                              config=config)
+    detector.load_state_dict(saved["state_dict"])
+    return detector.eval()
+
+
+def write_detection_predictions(dataset: fo.Dataset, field_name: str, frame: pd.DataFrame,
+                                sample_ids: Sequence[str], classes: Sequence[str]) -> None:
+    """Store a detector's held-out boxes on the samples as ``fo.Detections``.
+
+    Every sample in ``sample_ids`` gets the field (an empty ``Detections`` where nothing
+    was found); each box carries ``label``, ``bounding_box``, ``confidence`` and ``fold``.
+    The field is replaced as a whole, so a re-run never leaves older boxes behind.
+    """
+    import fiftyone as fo
+
+    if dataset.has_sample_field(field_name):
+        dataset.delete_sample_field(field_name)
+    dataset.add_sample_field(field_name, fo.EmbeddedDocumentField,
+                             embedded_doc_type=fo.Detections)
+    boxes: dict[str, list] = {sid: [] for sid in sample_ids}
+    for row in frame.itertuples(index=False):
+        boxes[row.sample_id].append(fo.Detection(
+            label=row.label, bounding_box=[row.x, row.y, row.w, row.h],
+            confidence=float(row.confidence), fold=int(row.fold)))
+    if boxes:
+        dataset.set_values(field_name, {sid: fo.Detections(detections=found)
+                                        for sid, found in boxes.items()}, key_field="id")
+    info = dict(dataset.info)
+    info.setdefault("loupe", {}).setdefault("prediction_classes", {})[field_name] = list(classes)
+    dataset.info = info
+    dataset.save()
+
+
 def write_predictions(dataset: fo.Dataset, field_name: str, frame: pd.DataFrame,
                       classes: Sequence[str]) -> None:
     """Store a version's held-out predictions on the samples (via the store adapter)."""
@@ -311,6 +420,7 @@ def write_predictions(dataset: fo.Dataset, field_name: str, frame: pd.DataFrame,
             strict=True)}, classes)
 
 
-__all__ = ["ModelVersion", "VersionFiles", "checkpoint", "latest_version", "load_classifier",
-           "probability_frame", "release_name", "reserve_name", "version_names",
-           "write_predictions", "write_version"]
+__all__ = ["DETECTION_FORMAT", "ModelVersion", "VersionFiles", "checkpoint", "latest_version",
+           "load_classifier", "load_detector", "probability_frame", "release_name",
+           "reserve_name", "version_names", "write_detection_predictions", "write_predictions",
+           "write_version"]

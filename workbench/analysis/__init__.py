@@ -9,6 +9,13 @@ from workbench.analysis.agreement import AgreementReport, annotator_agreement
 from workbench.analysis.compare import OUTCOMES, compare_predictions, per_class_deltas
 from workbench.analysis.confusion import class_report, confusion_cell, confusion_matrix
 from workbench.analysis.datasheet import render_datasheet
+from workbench.analysis.detection_metrics import (
+    box_issues,
+    detection_confusion,
+    detection_map,
+    mean_ap,
+    slice_map,
+)
 from workbench.analysis.duplicates import find_duplicates
 from workbench.analysis.label_issues import (
     knn_probabilities,
@@ -24,21 +31,26 @@ __all__ = [
     "OUTCOMES",
     "AgreementReport",
     "annotator_agreement",
+    "box_issues",
     "class_report",
     "compare_predictions",
     "confusion_cell",
     "confusion_matrix",
     "data_advice",
+    "detection_confusion",
+    "detection_map",
     "discover_slices",
     "find_duplicates",
     "knn_probabilities",
     "learning_curve",
+    "mean_ap",
     "outlier_scores",
     "per_class_deltas",
     "probe_probabilities",
     "project_2d",
     "rank_label_issues",
     "render_datasheet",
+    "slice_map",
     "slice_report",
     "wilson_interval",
 ]
