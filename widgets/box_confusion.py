@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 from PIL import UnidentifiedImageError
 
 from widgets.box_issue_queue import boxed_image
-from widgets.confusion import COLORSCALE, ConfusionDrilldown
+from widgets.confusion import ConfusionDrilldown, heatmap_figure
 from widgets.drill import chart_style
 from widgets.palette import color_of, label_colors
 from widgets.source import resolve_source
@@ -117,17 +117,8 @@ class BoxConfusionDrilldown(ConfusionDrilldown):
         self.cell: tuple[str, str] | None = None
         self.shown: list[str] = []
         self.labeler = None
-        self.figure = go.Figure(
-            data=[go.Heatmap(z=[[0]], colorscale=COLORSCALE, showscale=False, xgap=2, ygap=2,
-                             texttemplate="%{text}", textfont={"size": 13},
-                             hovertemplate="given %{y}<br>predicted %{x}<br>%{z} boxes"
-                                           "<extra></extra>")],
-            layout=go.Layout(width=500, height=460, margin={"l": 120, "r": 10, "t": 30, "b": 100},
-                             xaxis={"title": {"text": "predicted"}, "side": "bottom",
-                                    "type": "category", "tickangle": -30},
-                             yaxis={"title": {"text": "given box"}, "autorange": "reversed",
-                                    "type": "category"},
-                             plot_bgcolor="#ffffff"))
+        self.figure = heatmap_figure(unit="boxes", rows="given box", size=(500, 460),
+                                     margin=(120, 100))
         self.header = widgets.HTML()
         self.table = widgets.HTML()
         self.gallery = widgets.HTML(

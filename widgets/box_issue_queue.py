@@ -96,7 +96,6 @@ class BoxIssueQueue(IssueQueue):
                  strip_size: int = 8) -> None:
         self._report_arg = report
         self._report_options = {"iou": iou, "score_threshold": score_threshold}
-        self._box_undo: list[tuple[str, str, list[dict] | None, dict | None]] = []
         super().__init__(source, mv, annotator=annotator, only_issues=only_issues,
                          image_size=image_size, thumb_size=thumb_size, strip_size=strip_size)
         self.add_class("loupe-box-issue-queue")
@@ -127,7 +126,7 @@ class BoxIssueQueue(IssueQueue):
                                         list(dict.fromkeys(c["image_id"] for c in cards)))
         cards = [_with_annotators(card, histories.get(card["image_id"], [])) for card in cards
                  if review_in_force(histories.get(card["image_id"], [])) is None]
-        self._publish(cards, self.project.classes, can_undo=bool(self._box_undo))
+        self._publish(cards, self.project.classes, can_undo=bool(self._undo))
 
     def accept(self, *, sample_id: str | None = None) -> list[dict]:
         """Apply the card's suggestion; returns the image's new box set (stored as a review).
@@ -162,35 +161,20 @@ class BoxIssueQueue(IssueQueue):
         where = card["pred_box"] if card["kind"] == "missing_box" else card["box"]
         return self._decide_boxes(card, _box(label, where), "label")
 
-    def undo(self) -> str | None:
-        """Undo the last decision: re-append the review in force before it, or withdraw the
-        review. Returns the issue id undone (None when there was nothing to undo)."""
-        if not self._box_undo:
-            self.message = "nothing to undo"
-            return None
-        key, sid, previous, shown = self._box_undo[-1]
+    def _restore(self, key: str, previous: Any) -> str:
+        """Re-append the box set of the review in force before (None: withdraw)."""
+        sid = self._sample_of(key)
         if previous is None:
             self.project.withdraw_boxes(sid, annotator=self.annotator, review=True)
-        else:
-            self.project.annotate_boxes(sid, previous, annotator=self.annotator, review=True)
-        self._box_undo.pop()
+            return "its annotators"
+        self.project.annotate_boxes(sid, previous, annotator=self.annotator, review=True)
+        return f"{_count(previous)} (review)"
+
+    def _sample_of(self, key: str) -> str:
         position = self._position(key)
-        decisions = {k: v for k, v in self.decisions.items() if k != key}
-        if shown is not None and position is not None:
-            decisions[key] = shown
-        name = self.cards[position]["name"] if position is not None else sid
-        with self.hold_trait_notifications():
-            self.decisions = decisions
-            self.decided = len(decisions)
-            self.can_undo = bool(self._box_undo)
-            self.error = ""
-            self.message = (f"undone: {name} is back to "
-                            f"{_count(previous) if previous is not None else 'its annotators'}"
-                            f"{'' if previous is None else ' (review)'}")
-            if position is not None:
-                self.index = position
-        self._notify([sid], None)
-        return key
+        if position is not None:
+            return self.cards[position]["image_id"]
+        return key.rsplit("/", 1)[0]
 
     # -- cards -------------------------------------------------------------------------
     def detection_report(self) -> DetectionReport:
@@ -235,7 +219,7 @@ class BoxIssueQueue(IssueQueue):
         boxes = replace_box(current, [card["box"], card["pred_box"]], target)
         in_force = review_in_force(history)
         self.project.annotate_boxes(sid, boxes, annotator=self.annotator, review=True)
-        self._box_undo.append((key, sid, in_force, self.decisions.get(key)))
+        self._undo.append((key, in_force, self.decisions.get(key)))
         shown = target["label"] if target is not None else NO_BOX
         decisions = {**self.decisions,
                      key: {"action": action, "label": shown, "n_boxes": len(boxes)}}

@@ -86,17 +86,8 @@ class ConfusionDrilldown(widgets.VBox):
             self.project, annotator=annotator, thumb_size=thumb_size, page_size=page_size,
             hint="Click a cell of the matrix to see its images")
         self.grid.on_edit(self._on_edit)
-        self.figure = go.Figure(
-            data=[go.Heatmap(z=[[0]], colorscale=COLORSCALE, showscale=False, xgap=2, ygap=2,
-                             texttemplate="%{text}", textfont={"size": 13},
-                             hovertemplate="given %{y}<br>predicted %{x}<br>%{z} images"
-                                           "<extra></extra>")],
-            layout=go.Layout(width=460, height=420, margin={"l": 110, "r": 10, "t": 30, "b": 90},
-                             xaxis={"title": {"text": "predicted"}, "side": "bottom",
-                                    "type": "category", "tickangle": -30},
-                             yaxis={"title": {"text": "given label"}, "autorange": "reversed",
-                                    "type": "category"},
-                             plot_bgcolor="#ffffff"))
+        self.figure = heatmap_figure(unit="images", rows="given label", size=(460, 420),
+                                     margin=(110, 90))
         self.header = widgets.HTML()
         self.table = widgets.HTML()
         # Built with its data: changes made to a FigureWidget before the page shows it are
@@ -196,6 +187,24 @@ class ConfusionDrilldown(widgets.VBox):
         return {sid: f"{row.label} · {row.confidence:.0%}"
                 for sid, row in zip(ids, found.itertuples(), strict=True)
                 if isinstance(row.label, str)}
+
+
+def heatmap_figure(*, unit: str, rows: str, size: tuple[int, int],
+                   margin: tuple[int, int]) -> go.Figure:
+    """An empty given × predicted heat map (filled by the widget's refresh): ``unit`` is what
+    a cell counts, ``rows`` the row axis title, ``margin`` the (left, bottom) margins."""
+    return go.Figure(
+        data=[go.Heatmap(z=[[0]], colorscale=COLORSCALE, showscale=False, xgap=2, ygap=2,
+                         texttemplate="%{text}", textfont={"size": 13},
+                         hovertemplate=f"given %{{y}}<br>predicted %{{x}}<br>%{{z}} {unit}"
+                                       "<extra></extra>")],
+        layout=go.Layout(width=size[0], height=size[1],
+                         margin={"l": margin[0], "r": 10, "t": 30, "b": margin[1]},
+                         xaxis={"title": {"text": "predicted"}, "side": "bottom",
+                                "type": "category", "tickangle": -30},
+                         yaxis={"title": {"text": rows}, "autorange": "reversed",
+                                "type": "category"},
+                         plot_bgcolor="#ffffff"))
 
 
 def _report_html(report: pd.DataFrame, colors: dict[str, str]) -> str:

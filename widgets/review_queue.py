@@ -114,7 +114,8 @@ class ReviewQueue(anywidget.AnyWidget):
                                "e.g. annotator='alice'")
         self.project, self._scope = resolve_source(source)
         self.strip_size = strip_size
-        self._undo: list[tuple[str, str | None, dict | None]] = []
+        #: (card key, the review in force before the decision, the decision it replaced).
+        self._undo: list[tuple[str, Any, dict | None]] = []
         self._callbacks: list[EditCallback] = []
         self._handlers: dict[str, Callable[[Mapping], None]] = {
             "decide": self._on_decide, "undo": lambda _: self.undo(),
@@ -208,27 +209,36 @@ class ReviewQueue(anywidget.AnyWidget):
         if not self._undo:
             self.message = "nothing to undo"
             return None
-        sample_id, previous, shown = self._undo[-1]
-        if previous is None:
-            self.project.withdraw(sample_id, annotator=self.annotator, review=True)
-        else:
-            self.project.annotate(sample_id, previous, annotator=self.annotator, review=True)
+        key, previous, shown = self._undo[-1]
+        restored = self._restore(key, previous)
         self._undo.pop()
-        position = self._position(sample_id)
-        decisions = {k: v for k, v in self.decisions.items() if k != sample_id}
+        position = self._position(key)
+        decisions = {k: v for k, v in self.decisions.items() if k != key}
         if shown is not None and position is not None:
-            decisions[sample_id] = shown
+            decisions[key] = shown
         with self.hold_trait_notifications():
             self.decisions = decisions
             self.decided = len(decisions)
             self.can_undo = bool(self._undo)
             self.error = ""
-            self.message = (f"undone: {_name(self.cards, position, sample_id)} is back to "
-                            f"{previous if previous is not None else 'its votes'}")
+            self.message = f"undone: {_name(self.cards, position, key)} is back to {restored}"
             if position is not None:
                 self.index = position
-        self._notify([sample_id], None)
-        return sample_id
+        self._notify([self._sample_of(key)], None)
+        return key
+
+    def _restore(self, sample_id: str, previous: Any) -> str:
+        """Re-append the review ``previous`` was (None: withdraw the review); returns what
+        the sample is back to, for the message."""
+        if previous is None:
+            self.project.withdraw(sample_id, annotator=self.annotator, review=True)
+            return "its votes"
+        self.project.annotate(sample_id, previous, annotator=self.annotator, review=True)
+        return previous
+
+    def _sample_of(self, key: str) -> str:
+        """The sample id of a card's key (the same here; an issue id in subclasses)."""
+        return key
 
     def on_edit(self, callback: EditCallback) -> None:
         """Call ``callback(ids, label)`` after every stored decision (label None: an undo)."""
