@@ -2,7 +2,7 @@
 and how many planted box errors the issue ranking finds.
 
 Usage: ``python bench/detection.py [--data ../shared/data/neu_surface_defect] [--train 50]
-[--test 150] [--folds 3] [--epochs 12] [--image-size N] [--planted 0.2] [--only demo|neu]``
+[--test 150] [--folds 3] [--epochs N] [--image-size N] [--planted 0.2] [--only demo|neu]``
 
 Two datasets, the same steps:
 
@@ -217,7 +217,7 @@ def run(name: str, sets, args, image_size: int) -> None:
     baseline = test_map(truth, whole_image_baseline(p, paths, image_size=image_size),
                         paths)
     print(f"training: {seconds:.0f} s for {args.folds} folds + final model "
-          f"({args.epochs} epochs, {image_size} px, {n_images} images)")
+          f"({mv.config['epochs']} epochs, {image_size} px, {n_images} images)")
     print(f"test mAP@0.5      RetinaNet {loupe['map50']:.3f}   whole-image classifier "
           f"{baseline['map50']:.3f}   ratio {ratio(loupe['map50'], baseline['map50'])}")
     print(f"test mAP@[.5:.95] RetinaNet {loupe['map50_95']:.3f}   whole-image classifier "
@@ -253,7 +253,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=50)
     parser.add_argument("--test", type=int, default=150)
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="default: wb.train's (about 400 optimiser steps, 12-30 epochs)")
     parser.add_argument("--image-size", type=int, default=None,
                         help="pixels the detector sees (default: 128 demo, 224 NEU-DET)")
     parser.add_argument("--planted", type=float, default=0.2)

@@ -2,7 +2,7 @@
 random choice?
 
 Usage: ``python bench/selection.py [--data ../shared/data/neu_surface_defect] [--seeds 5]
-[--image-size 128] [--held-out 600]``
+[--image-size 128] [--held-out 600] [--round 12]``
 
 NEU (1,800 images, six classes) is imported as one unlabelled project; its labels are hidden
 and revealed (annotated by ``oracle``) only for the images a strategy chooses. A fixed,
@@ -15,11 +15,14 @@ pool. For each seed and each label budget (12, 24, 48, 96, then 144, 192, 288 to
 - ``random``: the first ``b`` images of a seeded permutation of the pool.
 - ``loupe``: ``wb.suggest_labels(p, n=12, strategy="cover", seed=seed, view=pool)`` for the
   first 12 (TypiClust); then every round asks
-  ``wb.suggest_labels(p, n=<budget step>, strategy="active", seed=seed, view=pool)`` without
+  ``wb.suggest_labels(p, n=<round>, strategy="active", seed=seed, view=pool)`` without
   a model: it fits the same probe head (:func:`workbench.probe.fit_head`) on the images
-  labelled so far and picks a diverse batch of the most uncertain. (A probe version cannot
-  be trained while a class has a single label; the head needs none.) All labels are
-  withdrawn after each seed, so every seed starts from an unlabelled project.
+  labelled so far and picks a diverse batch of the most uncertain. A round is at most
+  ``--round`` images (12: an inspector's sitting) up to 96 labels, the budget step after
+  that. ``loupe, budget-step rounds``: the same with one round per budget step (12, 24, 48
+  more, …), to show what the round size is worth. (A probe version cannot be trained
+  while a class has a single label; the head needs none.) All labels are withdrawn after
+  each run, so every run starts from an unlabelled project.
 
 Embeddings are computed once (cached in the project folder) and shared by both strategies.
 """
@@ -83,23 +86,28 @@ def reveal(project, sample_ids: list[str], truth: dict[str, str]) -> None:
 
 
 def loupe_run(project, pool_view, truth: dict[str, str], score: Scorer, seed: int,
-              image_size: int, counters: dict[str, int]) -> list[float]:
+              image_size: int, round_size: int, counters: dict[str, int]) -> list[float]:
     from workbench.selection import suggest_labels
 
     chosen: list[str] = []
     accuracy = []
     for budget in BUDGETS:
-        step = budget - len(chosen)
-        if not chosen:
-            pick = suggest_labels(project, n=step, strategy="cover", seed=seed, view=pool_view,
-                                  image_size=image_size)
-        else:  # no model: suggest_labels fits a probe head on the labels so far
-            pick = suggest_labels(project, n=step, strategy="active", seed=seed,
-                                  view=pool_view, image_size=image_size)
-            counters["active"] += 1
-        counters["skipped"] += len(pick.skipped)
-        reveal(project, pick.sample_ids, truth)
-        chosen += pick.sample_ids
+        while len(chosen) < budget:
+            step = budget - len(chosen)
+            if chosen and round_size and budget <= GOAL_BASE:
+                step = min(step, round_size)
+            if not chosen:
+                pick = suggest_labels(project, n=step, strategy="cover", seed=seed,
+                                      view=pool_view, image_size=image_size)
+            else:  # no model: suggest_labels fits a probe head on the labels so far
+                pick = suggest_labels(project, n=step, strategy="active", seed=seed,
+                                      view=pool_view, image_size=image_size)
+                counters["active"] += 1
+            counters["skipped"] += len(pick.skipped)
+            if not pick.sample_ids:
+                raise SystemExit(f"seed {seed}: no suggestion at {len(chosen)} labels")
+            reveal(project, pick.sample_ids, truth)
+            chosen += pick.sample_ids
         accuracy.append(score(chosen))
     project.withdraw(chosen, annotator="oracle")
     return accuracy
@@ -128,6 +136,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--held-out", type=int, default=600)
+    parser.add_argument("--round", type=int, default=12,
+                        help="most images per active round up to 96 labels (0: a budget step)")
     parser.add_argument("--embeddings-from", type=Path, default=None,
                         help="copy this embedding cache folder in first (saves re-embedding)")
     args = parser.parse_args()
@@ -163,29 +173,37 @@ def main() -> None:
     score = Scorer(vectors, truth, held, classes)
     print(f"held-out split {len(held)} images (stratified, seed {SPLIT_SEED}); pool {len(pool)}")
 
+    step_rounds = "loupe, budget-step rounds"
     results: dict[str, list[list[float]]] = {"random": [], "loupe": []}
+    if args.round:
+        results[step_rounds] = []
     counters = {"active": 0, "skipped": 0}
     for seed in range(args.seeds):
         began = time.perf_counter()
         results["random"].append(random_run(pool, score, seed))
         results["loupe"].append(loupe_run(project, pool_view, truth, score, seed,
-                                          args.image_size, counters))
-        print(f"  seed {seed}: loupe {' '.join(f'{a:.3f}' for a in results['loupe'][-1])} | "
-              f"random {' '.join(f'{a:.3f}' for a in results['random'][-1])} "
-              f"({time.perf_counter() - began:.0f} s)")
+                                          args.image_size, args.round, counters))
+        if args.round:
+            results[step_rounds].append(loupe_run(project, pool_view, truth, score, seed,
+                                                  args.image_size, 0, counters))
+        print(f"  seed {seed} ({time.perf_counter() - began:.0f} s):")
+        for name, runs in results.items():
+            print(f"    {name:26s} {' '.join(f'{a:.3f}' for a in runs[-1])}")
 
     print(f"\nNEU: held-out accuracy (probe on frozen embeddings, {args.image_size} px) after "
-          f"labelling b images; mean ± sd over {args.seeds} seeds")
-    print(f"  {'labels':>6} {'random':>15} {'loupe':>15} {'Δ':>7}")
+          f"labelling b images; mean ± sd over {args.seeds} seeds; loupe's active rounds "
+          f"{'of at most ' + str(args.round) + ' images' if args.round else 'of a budget step'}")
+    names = list(results)
+    print(f"  {'labels':>6} " + " ".join(f"{name:>26s}" for name in names)
+          + f" {'Δ loupe - random':>17}")
     means = {name: [statistics.mean(col) for col in zip(*runs, strict=True)]
              for name, runs in results.items()}
     for i, budget in enumerate(BUDGETS):
-        r = [run[i] for run in results["random"]]
-        lo = [run[i] for run in results["loupe"]]
-        print(f"  {budget:>6} {_mean_sd(r):>15} {_mean_sd(lo):>15} "
-              f"{means['loupe'][i] - means['random'][i]:+7.3f}")
+        cells = [_mean_sd([run[i] for run in results[name]]) for name in names]
+        print(f"  {budget:>6} " + " ".join(f"{cell:>26s}" for cell in cells)
+              + f" {means['loupe'][i] - means['random'][i]:+17.3f}")
     print(f"\nlabels needed to reach {TARGET:.2f} (mean over seeds): "
-          f"random {_reach(means['random'])}, loupe {_reach(means['loupe'])}")
+          + ", ".join(f"{name} {_reach(means[name])}" for name in names))
     goal = means["random"][BUDGETS.index(GOAL_BASE)]
     fewest = next((b for b, v in zip(BUDGETS, means["loupe"], strict=True) if v >= goal), None)
     reached = means["loupe"][BUDGETS.index(GOAL_BUDGET)]
@@ -193,7 +211,8 @@ def main() -> None:
           f"{GOAL_BUDGET} labels: {'MET' if reached >= goal else 'NOT MET'} (loupe at "
           f"{GOAL_BUDGET}: {reached:.3f}; first reached at "
           f"{fewest if fewest is not None else 'none'} labels)")
-    print(f"loupe rounds: {args.seeds} cover starts, {counters['active']} active rounds; "
+    print(f"loupe rounds: {args.seeds} cover starts, {counters['active']} active rounds "
+          f"(at most {args.round or 'one budget step of'} images each up to {GOAL_BASE}); "
           f"{counters['skipped']} candidates reported as near-duplicates or junk")
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
 

@@ -266,3 +266,12 @@ def test_postprocessing_keeps_the_best_of_overlapping_boxes_per_class():
     assert found["labels"].tolist() == [0, 1, 0]  # box 1 suppressed by 0; other class kept
     assert found["scores"].tolist() == pytest.approx([0.9, 0.7, 0.3])
     assert found["boxes"][2].tolist() == pytest.approx([0.6, 0.6, 0.3, 0.2])  # x, y, w, h
+
+
+def test_default_epochs_give_a_few_dozen_images_enough_steps():
+    from workbench.detection_training import DEFAULT_STEPS, default_epochs
+
+    assert default_epochs(50, 4) == 30  # 13 steps an epoch: capped at 30
+    assert default_epochs(2000, 4) == 12  # large projects keep the floor
+    mid = default_epochs(80, 4)
+    assert 12 < mid < 30 and mid * 20 >= DEFAULT_STEPS

@@ -64,6 +64,8 @@ def test_serve_command_binds_localhost_with_preheated_pools():
     pools = json.loads(next(arg for arg in command if "kernel_pools_config" in arg)
                        .split("=", 1)[1])
     assert pools["review.ipynb"]["pool_size"] >= 2 and pools["default"]["pool_size"] == 0
+    # a used kernel is replaced once its page has loaded, not while it loads
+    assert "--VoilaKernelManager.fill_delay=10.0" in command
     assert "--preheat_kernel=True" not in voila_command(preheat=False)
     env = voila_env("casing", environ={"JUPYTER_PATH": "/elsewhere"})
     assert env["LOUPE_PROJECT"] == "casing"

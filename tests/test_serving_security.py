@@ -137,3 +137,6 @@ def test_the_review_page_leaves_out_the_plotly_extension(loopback_server):
     assert b"jupyterlab-plotly" not in review
     status, main = _get(loopback_server, "/voila/render/main.ipynb")
     assert status == 200 and b"jupyterlab-plotly" in main
+    for page in (review, main):  # no dashboard runs JupyterLab's preview button or pygments
+        assert b"jupyterlab-preview" not in page and b"jupyterlab_pygments" not in page
+        assert b"@jupyter-widgets/jupyterlab-manager" in page

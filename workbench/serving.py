@@ -35,10 +35,19 @@ TEMPLATE = "loupe"
 CONFIG = TEMPLATES / "voila" / "config"
 #: Front-end extensions a dashboard does not need (file name -> extension names).
 UNUSED_EXTENSIONS: Mapping[str, tuple[str, ...]] = {"review.ipynb": ("jupyterlab-plotly",)}
+#: Front-end extensions no dashboard page needs: JupyterLab's "Voila preview" button and the
+#: syntax-highlighting theme of code cells (the pages show no code).
+NEVER_USED_EXTENSIONS: tuple[str, ...] = ("@voila-dashboards/jupyterlab-preview",
+                                          "jupyterlab_pygments")
 DEFAULT_PORT = 8866
 #: Preheated kernels kept ready per dashboard: two inspectors may open the review app at
 #: once; the main workbench builds every widget, so it is rendered on demand.
 DEFAULT_POOLS: Mapping[str, int] = {"review.ipynb": 2, "report.ipynb": 1}
+#: Seconds between a page taking a preheated kernel and the pool starting its replacement
+#: (Voila waits 1 s): a new kernel imports torch and FiftyOne on the same cores the page is
+#: loading on, so it waits until the page has opened. The second kernel of a pool covers a
+#: visitor who comes in the meantime.
+REFILL_DELAY_S = 10.0
 
 
 def _check_port(port: object) -> int:
@@ -107,7 +116,8 @@ def voila_command(*, port: int = DEFAULT_PORT, preheat: bool = True,
     ----------
     port : int, default 8866
     preheat : bool, default True
-        Keep kernels that already ran each dashboard ready (``--preheat_kernel``).
+        Keep kernels that already ran each dashboard ready (``--preheat_kernel``); a used
+        kernel is replaced :data:`REFILL_DELAY_S` seconds later, once its page has loaded.
     pools : mapping of str to int, optional
         Preheated kernels per dashboard file (default :data:`DEFAULT_POOLS`; dashboards not
         named get none and render on demand). Ignored without ``preheat``.
@@ -146,7 +156,8 @@ def voila_command(*, port: int = DEFAULT_PORT, preheat: bool = True,
         sizes = _check_pools(DEFAULT_POOLS if pools is None else pools)
         config = {"default": {"pool_size": 0}, **{k: {"pool_size": v} for k, v in sizes.items()}}
         command += ["--preheat_kernel=True", "--pool_size=0",
-                    f"--VoilaKernelManager.kernel_pools_config={_json(config)}"]
+                    f"--VoilaKernelManager.kernel_pools_config={_json(config)}",
+                    f"--VoilaKernelManager.fill_delay={REFILL_DELAY_S}"]
     return command
 
 
@@ -195,10 +206,11 @@ def serve_dashboards(project: str, *, port: int = DEFAULT_PORT, preheat: bool = 
 def page_config_hook(page_config: dict[str, Any], base_url: str, settings: dict[str, Any],
                      log: Any, voila_configuration: Any, notebook_path: str) -> dict[str, Any]:
     """Voila's per-page hook: leave out the front-end extensions a dashboard does not use
-    (:data:`UNUSED_EXTENSIONS`), so the browser neither downloads nor runs them."""
-    unused = UNUSED_EXTENSIONS.get(Path(str(notebook_path)).name, ())
+    (:data:`NEVER_USED_EXTENSIONS`, :data:`UNUSED_EXTENSIONS`), so the browser neither
+    downloads nor runs them."""
+    unused = {*NEVER_USED_EXTENSIONS, *UNUSED_EXTENSIONS.get(Path(str(notebook_path)).name, ())}
     extensions = page_config.get("federated_extensions")
-    if unused and isinstance(extensions, list):
+    if isinstance(extensions, list):
         page_config["federated_extensions"] = [
             e for e in extensions if not (isinstance(e, dict) and e.get("name") in unused)]
     return page_config

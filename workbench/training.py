@@ -94,7 +94,7 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         k >= 2: k-fold cross-validation, stratified by class; every class needs at least k
         labelled images. 1: train on the ``train`` split, validate on ``val``
         (classification only).
-    epochs : int, default 15 (detection: 12)
+    epochs : int, default 15 (detection: 12–30, about 400 optimiser steps)
         Most epochs per fine-tune (early stopping on the held-out fold may stop sooner; the
         final model trains for the median best epoch). A detector trains every model for
         ``epochs``.
@@ -146,7 +146,7 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
                              f"DetectionSettings, got {type(settings).__name__}.")
         return train_detector(project, backbone=backbone, weights=weights, settings=settings,
                               folds=3 if folds is None else folds,
-                              epochs=12 if epochs is None else epochs,
+                              epochs=epochs,
                               image_size=image_size,
                               seed=seed, view=view, cancel=cancel, progress=progress)
     folds = 5 if folds is None else folds
