@@ -239,11 +239,9 @@ class BoxIssueQueue(IssueQueue):
     # -- images ------------------------------------------------------------------------
     def _show(self) -> None:
         """Send the current card's boxed image, the strip's boxed thumbnails, the selection."""
-        if not self.cards:
-            with self.hold_trait_notifications():
-                self.image, self.image_error, self.strip, self.selected = "", "", [], []
+        index = self._current()
+        if index is None:
             return
-        index = min(max(self.index, 0), len(self.cards) - 1)
         card = self.cards[index]
         shown = range(index + 1, min(index + 1 + self.strip_size, len(self.cards)))
         ids = list(dict.fromkeys([card["image_id"], *(self.cards[i]["image_id"]

@@ -318,13 +318,19 @@ class ReviewQueue(anywidget.AnyWidget):
         else:
             self.choose(content.get("label"), sample_id=sample_id)
 
-    def _show(self) -> None:
-        """Send the current card's image, the strip's thumbnails and the selection."""
+    def _current(self) -> int | None:
+        """Index of the card to show (clamped); None, with the image cleared, without cards."""
         if not self.cards:
             with self.hold_trait_notifications():
                 self.image, self.image_error, self.strip, self.selected = "", "", [], []
+            return None
+        return min(max(self.index, 0), len(self.cards) - 1)
+
+    def _show(self) -> None:
+        """Send the current card's image, the strip's thumbnails and the selection."""
+        index = self._current()
+        if index is None:
             return
-        index = min(max(self.index, 0), len(self.cards) - 1)
         card = self.cards[index]
         image, problem = self._uri(card["filepath"], self.image_size)
         strip = []
