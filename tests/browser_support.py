@@ -115,6 +115,20 @@ def launch(playwright):
                                       args=CHROMIUM_ARGS)
 
 
+@contextmanager
+def chromium() -> Iterator:
+    """A running headless Debian chromium (skips the test where it is not installed)."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def offline_context(browser, external: list[str]):
     """A browser context where every request leaving 127.0.0.1 is aborted and recorded in
     ``external`` (the dashboards must work on a machine with no network)."""

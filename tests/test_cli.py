@@ -55,3 +55,16 @@ def test_issues_and_datasheet_commands_on_a_trained_project(tmp_path):
     card = loupe("datasheet", "cli-issues", "--out", str(tmp_path / "card.md"))
     assert card.returncode == 0, card.stderr
     assert "cli-issues" in (tmp_path / "card.md").read_text()
+
+
+def test_printed_names_cannot_drive_the_terminal(tmp_path):
+    """A file name carrying terminal escape sequences (set the title, clear the screen) is
+    printed as text: the report names the file, the sequences never reach the terminal."""
+    write_image(tmp_path / "imgs" / "ok" / "0.png", seed=210)
+    hostile = tmp_path / "imgs" / "ok" / "\x1b]0;pwned\x07\x1b[2Jbad.png"
+    hostile.write_bytes(b"not an image")
+    done = loupe("import", str(tmp_path / "imgs"), "--project", "cli-escape")
+    assert done.returncode == 0, done.stderr
+    assert "rejected 1" in done.stdout
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+    assert "\ufffd]0;pwned\ufffd\ufffd[2Jbad.png" in done.stdout

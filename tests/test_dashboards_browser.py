@@ -16,11 +16,10 @@ import time
 import pytest
 from browser_support import (
     REPO_ROOT,
+    chromium,
     free_port,
-    launch,
     log_tail,
     offline_context,
-    require_chromium,
     serve,
 )
 
@@ -66,15 +65,8 @@ def server(dashboard_project, tmp_path_factory):
 
 @pytest.fixture
 def browser():
-    require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as running:
+        yield running
 
 
 def _wait_rendered(page, selector: str, log) -> None:

@@ -77,7 +77,8 @@ def test_other_addresses_need_a_token():
         serving.voila_command(ip="every-interface", preheat=False)
     token = serving.new_token()
     command = serving.voila_command(ip="0.0.0.0", token=token, preheat=False)
-    assert f"--Voila.token={token}" in command
+    assert not [arg for arg in command if token in arg]  # it travels in the environment
+    assert serving.voila_env("demo", token=token)[serving.TOKEN_ENV] == token
     assert "--show_tracebacks=False" in command  # no code or paths leak to the network
     assert serving.is_loopback("::1") and serving.is_loopback("localhost")
 
@@ -120,7 +121,7 @@ def test_a_token_server_refuses_requests_without_it(tmp_path):
     token = serving.new_token()
     command = serving.voila_command(port=port, preheat=False, ip="0.0.0.0", token=token)
     with serve(command, f"http://127.0.0.1:{port}/", tmp_path / "voila.log",
-               env=serving.voila_env("demo")):
+               env=serving.voila_env("demo", token=token)):
         status, body = _get(port, "/")
         assert status in (302, 401, 403), (status, body[:200])
         assert b"review.ipynb" not in body

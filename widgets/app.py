@@ -7,7 +7,6 @@ rebuilt when the project, the version or the person changes. A tab that cannot b
 
 from __future__ import annotations
 
-import html
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from widgets.label_book import LabelBook
 from widgets.slices import SlicePerformance
 from widgets.source import resolve_source
 from workbench import Project, ProjectError, list_projects
+from workbench.text import escape_html
 
 Builder = Callable[["Workbench"], widgets.Widget]
 
@@ -174,7 +174,7 @@ class Workbench(widgets.VBox):
                 try:
                     content = builder(self)
                 except (ProjectError, ValueError) as err:
-                    content = widgets.HTML(f'<p class="loupe-note">{html.escape(str(err))}</p>')
+                    content = widgets.HTML(f'<p class="loupe-note">{escape_html(str(err))}</p>')
             self.built[title] = content
             children = list(self.tabs.children)
             children[index] = widgets.VBox([content])
@@ -196,7 +196,7 @@ class Workbench(widgets.VBox):
         earlier = [n for n in names if n != chosen]
         self.baseline_picker.options = earlier
         self.baseline_picker.value = earlier[-1] if earlier else None
-        self.status.value = (f'<span class="loupe-sub">{html.escape(self.project.name)}: '
+        self.status.value = (f'<span class="loupe-sub">{escape_html(self.project.name)}: '
                              f"{len(self.project)} samples · "
                              f"{len(names)} model version{'s' if len(names) != 1 else ''}"
                              "</span>")

@@ -13,7 +13,6 @@ boxes thin and grey) and opens them in a
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ import plotly.graph_objects as go
 from PIL import UnidentifiedImageError
 
 from widgets.box_issue_queue import boxed_image
-from widgets.confusion import ConfusionDrilldown, heatmap_figure
+from widgets.confusion import ConfusionDrilldown, cell_hovertext, heatmap_figure
 from widgets.drill import chart_style
 from widgets.palette import color_of, label_colors
 from widgets.source import resolve_source
@@ -34,6 +33,7 @@ from workbench import ProjectError, store
 from workbench.analysis import detection_metrics as dm
 from workbench.boxes import box_consensus
 from workbench.model_analysis import class_order, resolve
+from workbench.text import escape_html, escape_plotly
 
 if TYPE_CHECKING:
     from workbench.versions import ModelVersion
@@ -175,14 +175,15 @@ class BoxConfusionDrilldown(ConfusionDrilldown):
         with self.figure.batch_update():
             trace = self.figure.data[0]
             trace.x, trace.y, trace.z, trace.text = columns, rows, counts, counts
+            trace.hovertext = cell_hovertext(rows, columns)
             for axis, names in ((self.figure.layout.xaxis, columns),
                                 (self.figure.layout.yaxis, rows)):
                 axis.tickvals = names
                 axis.ticktext = [f'<span style="color:{color_of(c, colors)}">'
-                                 f"{html.escape(c)}</span>" for c in names]
+                                 f"{escape_plotly(c)}</span>" for c in names]
         self.header.value = (
             f'<div class="loupe-model-header"><h3>Box confusion of '
-            f"{html.escape(self.version.name)}</h3><span class=\"loupe-model-sub\">"
+            f"{escape_html(self.version.name)}</h3><span class=\"loupe-model-sub\">"
             f"{len(ids)} held-out images · mAP@0.5 {_fmt(self.report.attrs.get('map50'))} · "
             f"mAP@[.5:.95] {_fmt(self.report.attrs.get('map50_95'))} · IoU ≥ {self.iou:g}, "
             f"confidence ≥ {self.score_threshold:g}</span> <span class=\"loupe-model-hint\">"
@@ -260,8 +261,8 @@ class BoxConfusionDrilldown(ConfusionDrilldown):
             try:
                 uri = boxed_image(paths[sid], drawn, others=others, size=self.thumb_size,
                                   cache_dir=self.project.folder / "thumbnails")
-                image = (f'<img src="{uri}" alt="{html.escape(name)}" '
-                         f'title="{html.escape(name)}">')
+                image = (f'<img src="{uri}" alt="{escape_html(name)}" '
+                         f'title="{escape_html(name)}">')
             except (KeyError, OSError, UnidentifiedImageError, ValueError):
                 image = (f'<div class="loupe-drift-missing" style="width:{self.thumb_size}px;'
                          f'height:{self.thumb_size}px">?</div>')
@@ -270,8 +271,8 @@ class BoxConfusionDrilldown(ConfusionDrilldown):
             caption = f"{n} box{'es' if n != 1 else ''}" + (
                 f" · confidence {best:.2f}" if math.isfinite(best) else "")
             tiles.append(f'<figure class="loupe-drift-tile loupe-box-tile" data-sample-id='
-                         f'"{html.escape(sid)}">{image}<figcaption>{html.escape(name)}<br>'
-                         f"{html.escape(caption)}</figcaption></figure>")
+                         f'"{escape_html(sid)}">{image}<figcaption>{escape_html(name)}<br>'
+                         f"{escape_html(caption)}</figcaption></figure>")
         kind = ("correct" if true == predicted else
                 "missed boxes" if predicted == BACKGROUND else
                 "detections without a given box" if true == BACKGROUND else
@@ -282,7 +283,7 @@ class BoxConfusionDrilldown(ConfusionDrilldown):
         body = ("".join(tiles) if tiles else
                 '<div class="loupe-model-hint">No image in this cell.</div>')
         self.shown = list(ids)
-        self.gallery.value = (f'<div class="loupe-box-gallery"><h4>{html.escape(title)}</h4>'
+        self.gallery.value = (f'<div class="loupe-box-gallery"><h4>{escape_html(title)}</h4>'
                               f'<div class="loupe-drift-tiles">{body}</div></div>')
 
     def _open_labeler(self, ids: list[str]) -> None:
@@ -334,7 +335,7 @@ def _ap_html(report: pd.DataFrame, colors: dict[str, str]) -> str:
     for row in report.itertuples(index=False):
         weak = ' class="loupe-weak"' if row.n_gt and not row.AP50 >= 0.5 else ""
         dot = f'<span class="loupe-dot" style="background:{color_of(row.label, colors)}"></span>'
-        rows.append(f"<tr><td>{dot}{html.escape(str(row.label))}</td>"
+        rows.append(f"<tr><td>{dot}{escape_html(str(row.label))}</td>"
                     f"<td{weak}>{_fmt(row.AP50)}</td><td>{_fmt(row.AP50_95)}</td>"
                     f"<td>{row.n_gt}</td><td>{row.n_pred}</td></tr>")
     return ('<table class="loupe-report"><thead><tr><th>class</th><th>AP50</th>'

@@ -41,7 +41,7 @@ from PIL import Image, UnidentifiedImageError
 
 from widgets.palette import label_colors
 from widgets.source import run_message
-from workbench import Project, ProjectError
+from workbench import LoupeError, Project, ProjectError
 from workbench.thumbnails import thumbnail
 
 _STATIC = Path(__file__).with_name("static")
@@ -260,7 +260,7 @@ class BoxLabeler(anywidget.AnyWidget):
                      for box in _normalise(self.boxes)]
             self.project.annotate_boxes(sample_id, boxes, annotator=self.annotator,
                                         review=self.review)
-        except ValueError as error:  # ProjectError is a ValueError
+        except (ValueError, LoupeError) as error:  # ProjectError, DatabaseUnavailableError
             self.error = f"not saved: {error}"
             return False
         self._predicted.pop(sample_id, None)

@@ -10,7 +10,6 @@ re-read from the store (both versions are judged against the current labels).
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
@@ -23,6 +22,7 @@ from widgets.source import resolve_source
 from workbench import ProjectError
 from workbench.analysis.compare import OUTCOMES, per_class_deltas
 from workbench.model_compare import compare
+from workbench.text import escape_html, escape_plotly
 
 if TYPE_CHECKING:
     from workbench.versions import ModelVersion
@@ -213,12 +213,15 @@ class ModelCompare(widgets.VBox):
                 marker={"color": bar_colors, "opacity": opacity,
                         "pattern": {"shape": pattern}},
                 customdata=self.deltas[["n", f"{metric}_a", f"{metric}_b"]].to_numpy(),
-                hovertemplate=f"%{{x}} (%{{customdata[0]}} images)<br>{name} "
+                hovertext=[escape_plotly(c) for c in self.deltas["class"]],
+                hovertemplate=f"%{{hovertext}} (%{{customdata[0]}} images)<br>{name} "
                               f"{self.a} %{{customdata[1]:.2f}} → {self.b} "
                               "%{customdata[2]:.2f}<extra></extra>"))
         with self.figure.batch_update():
             self.figure.data = []
             self.figure.add_traces(traces)
+            self.figure.layout.xaxis.tickvals = list(self.deltas["class"])
+            self.figure.layout.xaxis.ticktext = [escape_plotly(c) for c in self.deltas["class"]]
         for trace in self.figure.data:
             trace.on_click(self._on_click)
         counts = self.counts
@@ -234,7 +237,7 @@ class ModelCompare(widgets.VBox):
             accuracy = f"accuracy {accuracy_a:.1%} → {accuracy_b:.1%}"
         else:
             accuracy = "no sample was held out by both versions"
-        a, b = html.escape(self.a), html.escape(self.b)
+        a, b = escape_html(self.a), escape_html(self.b)
         return (f'<div class="loupe-model-header"><h3>{a} → {b}</h3>'
                 f'<span class="loupe-model-sub">{n} samples held out by both · '
                 f'<span class="loupe-better">{counts["better"]} better</span> · '

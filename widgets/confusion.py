@@ -14,7 +14,6 @@ rows and columns, AP per class, and a cell's images with its boxes drawn.
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
@@ -26,6 +25,7 @@ from widgets.palette import color_of, label_colors
 from widgets.source import resolve_source
 from workbench import ProjectError, analysis
 from workbench.model_analysis import class_order, held_out, resolve
+from workbench.text import escape_html, escape_plotly
 
 if TYPE_CHECKING:
     from workbench.versions import ModelVersion
@@ -123,17 +123,18 @@ class ConfusionDrilldown(widgets.VBox):
         self.report = analysis.class_report(frame["given"], frame["predicted"], classes=classes)
         colors = label_colors(self.project.classes)
         counts = self.matrix.to_numpy().tolist()
-        ticks = [f'<span style="color:{color_of(c, colors)}">{html.escape(c)}</span>'
+        ticks = [f'<span style="color:{color_of(c, colors)}">{escape_plotly(c)}</span>'
                  for c in classes]
         with self.figure.batch_update():
             trace = self.figure.data[0]
             trace.x, trace.y, trace.z, trace.text = classes, classes, counts, counts
+            trace.hovertext = cell_hovertext(classes, classes)
             for axis in (self.figure.layout.xaxis, self.figure.layout.yaxis):
                 axis.tickvals, axis.ticktext = classes, ticks
         n, correct = len(frame), int((frame["given"] == frame["predicted"]).sum())
         accuracy = f"{correct / n:.1%}" if n else "n/a"
         self.header.value = (
-            f'<div class="loupe-model-header"><h3>Confusion of {html.escape(self.version.name)}'
+            f'<div class="loupe-model-header"><h3>Confusion of {escape_html(self.version.name)}'
             f"</h3><span class=\"loupe-model-sub\">{n} held-out samples · accuracy {accuracy}"
             '</span> <span class="loupe-model-hint">rows: given label · columns: predicted · '
             "click a cell to review its images</span></div>")
@@ -189,6 +190,12 @@ class ConfusionDrilldown(widgets.VBox):
                 if isinstance(row.label, str)}
 
 
+def cell_hovertext(rows: list[str], columns: list[str]) -> list[list[str]]:
+    """Each heat map cell's "given … · predicted …" hover line, names shown as text."""
+    return [[f"given {escape_plotly(r)}<br>predicted {escape_plotly(c)}" for c in columns]
+            for r in rows]
+
+
 def heatmap_figure(*, unit: str, rows: str, size: tuple[int, int],
                    margin: tuple[int, int]) -> go.Figure:
     """An empty given × predicted heat map (filled by the widget's refresh): ``unit`` is what
@@ -196,8 +203,7 @@ def heatmap_figure(*, unit: str, rows: str, size: tuple[int, int],
     return go.Figure(
         data=[go.Heatmap(z=[[0]], colorscale=COLORSCALE, showscale=False, xgap=2, ygap=2,
                          texttemplate="%{text}", textfont={"size": 13},
-                         hovertemplate=f"given %{{y}}<br>predicted %{{x}}<br>%{{z}} {unit}"
-                                       "<extra></extra>")],
+                         hovertemplate=f"%{{hovertext}}<br>%{{z}} {unit}<extra></extra>")],
         layout=go.Layout(width=size[0], height=size[1],
                          margin={"l": margin[0], "r": 10, "t": 30, "b": margin[1]},
                          xaxis={"title": {"text": "predicted"}, "side": "bottom",
@@ -213,7 +219,7 @@ def _report_html(report: pd.DataFrame, colors: dict[str, str]) -> str:
     for row in report.itertuples(index=False):
         weak = ' class="loupe-weak"' if row.support and row.recall < 0.8 else ""
         dot = f'<span class="loupe-dot" style="background:{color_of(row[0], colors)}"></span>'
-        rows.append(f"<tr><td>{dot}{html.escape(str(row[0]))}</td><td>{row.precision:.2f}</td>"
+        rows.append(f"<tr><td>{dot}{escape_html(str(row[0]))}</td><td>{row.precision:.2f}</td>"
                     f"<td{weak}>{row.recall:.2f}</td><td>{row.f1:.2f}</td>"
                     f"<td>{row.support}</td></tr>")
     return ('<table class="loupe-report"><thead><tr><th>class</th><th>precision</th>'

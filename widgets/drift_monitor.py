@@ -9,7 +9,6 @@ box runs a new check with :func:`workbench.drift` and shows it.
 
 from __future__ import annotations
 
-import html
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
@@ -21,6 +20,7 @@ from widgets.drill import chart_style
 from widgets.source import resolve_source
 from workbench.model_analysis import resolve
 from workbench.monitoring import DriftReport, drift, drift_history, load_check
+from workbench.text import escape_html
 from workbench.thumbnails import data_uris
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class DriftMonitor(widgets.VBox):
         self.header.value = (
             '<div class="loupe-model-header"><h3>Drift checks</h3>'
             f'<span class="loupe-model-sub">{len(frame)} check(s), {drifted} drifted · '
-            f"reference: the training images of {html.escape(version)} · dashed line: "
+            f"reference: the training images of {escape_html(version)} · dashed line: "
             f"false-alarm rate {alpha:g}</span> <span class=\"loupe-model-hint\">click a point "
             "to see that batch's most unusual images · or check a folder below</span></div>")
 
@@ -147,12 +147,12 @@ class DriftMonitor(widgets.VBox):
         if not str(folder).strip():
             self.message.value = "Type the folder of the new images first."
             return None
-        self.message.value = f"Checking {html.escape(str(folder))} …"
+        self.message.value = f"Checking {escape_html(str(folder))} …"
         try:
             report = drift(self.project, self.version, str(folder).strip())
         except (ValueError, FileNotFoundError, TypeError) as error:
             self.message.value = (f'<span class="loupe-worse">Not checked:</span> '
-                                  f"{html.escape(str(error))}")
+                                  f"{escape_html(str(error))}")
             return None
         self.message.value = ""
         self.refresh()
@@ -176,17 +176,17 @@ class DriftMonitor(widgets.VBox):
     def _detail_html(self, report: DriftReport) -> str:
         verdict = ('<span class="loupe-worse">DRIFT</span>' if report.drifted
                    else '<span class="loupe-better">no drift</span>')
-        notes = "".join(f"<li>{html.escape(w)}</li>" for w in report.warnings)
+        notes = "".join(f"<li>{escape_html(w)}</li>" for w in report.warnings)
         if report.rejected:
             notes += f"<li>{len(report.rejected)} unreadable file(s) skipped</li>"
         moved = ' class="loupe-weak"'
         shift = "".join(
-            f"<tr{moved if row.moved else ''}><td>{html.escape(row.property)}"
+            f"<tr{moved if row.moved else ''}><td>{escape_html(row.property)}"
             f"</td><td>{row.reference:.3g}</td><td>{row.batch:.3g}</td>"
             f"<td>{_percent(row.change)}</td><td>{row.p_value:.2g}</td></tr>"
             for row in report.shift.itertuples(index=False))
         labels = "".join(
-            f"<tr><td>{html.escape(str(row[0]))}</td><td>{row[1]:.0%}</td><td>{row[2]:.0%}</td>"
+            f"<tr><td>{escape_html(str(row[0]))}</td><td>{row[1]:.0%}</td><td>{row[2]:.0%}</td>"
             f"<td>{row[3] * 100:+.0f} pt</td></tr>"
             for row in report.label_shift[["class", "reference_share", "batch_share",
                                            "change"]].itertuples(index=False))
@@ -194,15 +194,16 @@ class DriftMonitor(widgets.VBox):
         uris = data_uris(list(strangest["filepath"]), size=self.thumb_size,
                          cache_dir=self.project.folder / "thumbnails")
         tiles = "".join(
-            f'<figure class="loupe-drift-tile" title="{html.escape(str(row.filepath))}">'
+            f'<figure class="loupe-drift-tile" title="{escape_html(str(row.filepath))}">'
             + (f'<img src="{uri}" width="{self.thumb_size}">' if uri else
                '<div class="loupe-drift-missing">unreadable</div>')
             + f"<figcaption>{'⚠ ' if row.is_outlier else ''}ood {row.ood_score:.2f}<br>"
-              f"{html.escape(str(row.label))} {row.confidence:.0%}</figcaption></figure>"
+              f"{escape_html(str(row.label))} {row.confidence:.0%}</figcaption></figure>"
             for row, uri in zip(strangest.itertuples(index=False), uris, strict=True))
         return (
-            f'<div class="loupe-drift-detail"><h4>Check {html.escape(report.check_id)}: '
-            f"{verdict}</h4><p>{html.escape(report.summary())}</p>"
+            f'<div class="loupe-drift-detail"><h4>Check {escape_html(report.check_id)}: '
+            f"{verdict}</h4><p>{escape_html(report.summary())}</p>"
+            f'<p class="loupe-drift-batch">batch: {escape_html(report.batch)}</p>'
             + (f"<ul>{notes}</ul>" if notes else "")
             + '<div class="loupe-drift-tables"><table class="loupe-report"><tr><th>property'
               "</th><th>training</th><th>batch</th><th>change</th><th>p</th></tr>"
@@ -211,7 +212,7 @@ class DriftMonitor(widgets.VBox):
             + f"<h4>Most unusual images of the batch ({len(strangest)} of "
               f"{report.n_images}; ⚠ = beyond 99 % of training images)</h4>"
             + f'<div class="loupe-drift-tiles">{tiles}</div>'
-            + f'<p class="loupe-model-hint">{html.escape(report.method)}</p></div>')
+            + f'<p class="loupe-model-hint">{escape_html(report.method)}</p></div>')
 
 
 def _percent(value: float) -> str:

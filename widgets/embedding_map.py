@@ -10,7 +10,6 @@ the store.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from widgets.source import resolve_source
 from workbench import ProjectError
 from workbench.maps import embedding_map
 from workbench.model_analysis import resolve
+from workbench.text import escape_html, escape_plotly
 
 if TYPE_CHECKING:
     from workbench.analysis.projection import Method
@@ -189,8 +189,10 @@ class EmbeddingMap(widgets.VBox):
                 custom = np.column_stack([part["filepath"].map(lambda f: Path(f).name),
                                           part["label"].fillna(UNLABELLED),
                                           part["predicted"].fillna("—")]).astype(str)
+                custom = np.vectorize(escape_plotly, otypes=[str])(custom)
                 traces.append(scatter(
-                    x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers", name=name,
+                    x=part["x"].to_numpy(), y=part["y"].to_numpy(), mode="markers",
+                    name=escape_plotly(name),
                     legendgroup=name, showlegend=legend, customdata=custom,
                     hovertemplate=hover + "<extra>%{fullData.name}</extra>",
                     marker={"color": color, "size": 8, "symbol": symbol,
@@ -223,11 +225,11 @@ class EmbeddingMap(widgets.VBox):
 
     def _header_html(self) -> str:
         attrs = self.frame.attrs
-        version = (f" · model {html.escape(self.version.name)}"
+        version = (f" · model {escape_html(self.version.name)}"
                    if self.version is not None else "")
         return (f'<div class="loupe-model-header"><h3>Embedding map</h3>'
                 f'<span class="loupe-model-sub">{len(self.frame)} images · '
-                f"{html.escape(str(attrs.get('method')))} of {html.escape(attrs['backbone'])} "
+                f"{escape_html(str(attrs.get('method')))} of {escape_html(attrs['backbone'])} "
                 f"embeddings at {attrs['image_size']} px{version}</span> "
                 '<span class="loupe-model-hint">lasso or box-select points (or click one) to '
                 "review their images below</span></div>")

@@ -20,7 +20,7 @@ import traitlets as t
 
 from widgets.palette import label_colors
 from widgets.source import resolve_source
-from workbench import ProjectError, store
+from workbench import LoupeError, ProjectError, store
 from workbench.labels import latest_per_annotator, latest_review
 from workbench.thumbnails import data_uris
 
@@ -344,7 +344,7 @@ class LabelingGrid(anywidget.AnyWidget):
                 self.veto(content.get("ids") or None)
             else:
                 self.message = f"unknown message {kind!r}"
-        except (ProjectError, ValueError) as err:
+        except (LoupeError, ValueError) as err:  # e.g. DatabaseUnavailableError: shown, not raised
             self.message = str(err)
 
 

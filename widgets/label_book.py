@@ -8,7 +8,6 @@ Suggested examples come from :func:`workbench.labelbook.suggest_examples`.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from workbench.labelbook import (
     suggest_examples,
 )
 from workbench.model_analysis import resolve
+from workbench.text import escape_html
 from workbench.thumbnails import thumbnail_data_uri
 
 if TYPE_CHECKING:
@@ -193,11 +193,11 @@ class LabelBook(widgets.VBox):
         last = ""
         if not edited.empty:
             row = edited.loc[edited["updated_at"].idxmax()]
-            last = (f" · last edited by {html.escape(str(row.updated_by))} at "
-                    f"{_when(row.updated_at)} ({html.escape(row.label)})")
+            last = (f" · last edited by {escape_html(str(row.updated_by))} at "
+                    f"{_when(row.updated_at)} ({escape_html(row.label)})")
         n_defined = int((self.book["definition"] != "").sum())
         self.header.value = (
-            f'<div class="loupe-book-title"><h3>Label book · {html.escape(self.project.name)}'
+            f'<div class="loupe-book-title"><h3>Label book · {escape_html(self.project.name)}'
             f'</h3><span class="loupe-book-sub">{n_defined} of {len(self.book)} classes '
             f"defined · {len(self.selected)} canonical examples{last}</span></div>")
 
@@ -213,19 +213,19 @@ class LabelBook(widgets.VBox):
         path = self._paths.get(sample_id)
         if path is None:
             return (f'<div class="loupe-book-missing" style="width:{side}px;height:{side}px" '
-                    f'title="{html.escape(sample_id)} was deleted">deleted</div>')
+                    f'title="{escape_html(sample_id)} was deleted">deleted</div>')
         if sample_id not in self._uris:
             try:
                 self._uris[sample_id] = thumbnail_data_uri(
                     path, size=side, cache_dir=self.project.folder / "thumbnails")
             except (OSError, UnidentifiedImageError, ValueError) as err:
-                reason = html.escape(f"{Path(path).name}: cannot read ({err})", quote=True)
+                reason = escape_html(f"{Path(path).name}: cannot read ({err})")
                 return (f'<div class="loupe-book-missing" title="{reason}" '
                         f'style="width:{side}px;height:{side}px">missing</div>')
         title = Path(path).name + (f" — {stale}" if stale else "")
         extra = " loupe-stale" if stale else ""
         return (f'<img class="loupe-book-thumb{extra}" src="{self._uris[sample_id]}" '
-                f'title="{html.escape(title, quote=True)}" '
+                f'title="{escape_html(title)}" '
                 f'style="width:{side}px;height:{side}px">')
 
 
@@ -278,10 +278,10 @@ class _Card(widgets.VBox):
         self.head.value = (
             f'<div class="loupe-book-head"><span class="loupe-swatch" '
             f'style="background:{self.color}"></span><span class="loupe-book-name">'
-            f'{html.escape(self.label)}</span><span class="loupe-book-count">'
+            f'{escape_html(self.label)}</span><span class="loupe-book-count">'
             f"{row.n_labelled} labelled · {n} example{'s' if n != 1 else ''}</span></div>")
         self.edited.value = (
-            f'<span class="loupe-book-edited">last edited by {html.escape(str(row.updated_by))}'
+            f'<span class="loupe-book-edited">last edited by {escape_html(str(row.updated_by))}'
             f" at {_when(row.updated_at)}</span>" if isinstance(row.updated_by, str) else
             '<span class="loupe-book-edited">not edited yet</span>')
         stale = set(row.stale_examples)
@@ -306,7 +306,7 @@ class _Card(widgets.VBox):
 
     def note(self, text: str, *, error: bool = False) -> None:
         kind = "" if error else " loupe-ok"
-        self.message.value = f'<span class="loupe-book-message{kind}">{html.escape(text)}</span>'
+        self.message.value = f'<span class="loupe-book-message{kind}">{escape_html(text)}</span>'
 
     def _thumb_cell(self, sid: str, caption: str, tooltip: str, action: Any, *,
                     stale: str | None = None) -> widgets.VBox:

@@ -8,7 +8,6 @@ are exposed as :attr:`ProjectOverview.table` so tests can check them without a b
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ import pandas as pd
 from PIL import UnidentifiedImageError
 
 from workbench.labels import DISPUTED_TAG
+from workbench.text import escape_html
 from workbench.thumbnails import thumbnail_data_uri
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class ProjectOverview(widgets.VBox):
 
     # -- html --------------------------------------------------------------------------
     def _header_html(self, n_samples: int, n_classes: int) -> str:
-        name = html.escape(self.project.name)
+        name = escape_html(self.project.name)
         badge_class = "loupe-disputed" + ("" if self.n_disputed else " loupe-none")
         noun = "sample" if self.n_disputed == 1 else "samples"
         return (
@@ -103,7 +103,7 @@ class ProjectOverview(widgets.VBox):
                  _frame_html(self.table, total=TOTAL), "</div>"]
         for field, counts in self.slice_counts.items():
             frame = counts.rename("samples").rename_axis(None).to_frame()
-            parts += [f"<div><h3>{html.escape(field)}</h3>", _frame_html(frame), "</div>"]
+            parts += [f"<div><h3>{escape_html(field)}</h3>", _frame_html(frame), "</div>"]
         parts.append("</div>")
         return "".join(parts)
 
@@ -120,19 +120,19 @@ class ProjectOverview(widgets.VBox):
                 cells.append('<span class="loupe-empty">no images yet</span>')
             rows.append(
                 '<div class="loupe-grid-row"><div class="loupe-grid-label">'
-                f"{html.escape(label)}<small>{n_label} images</small></div>"
+                f"{escape_html(label)}<small>{n_label} images</small></div>"
                 f"{''.join(cells)}</div>"
             )
         rows.append("</div>")
         return "".join(rows)
 
     def _thumb_html(self, filepath: str, label: str, cache_dir: Path) -> str:
-        title = html.escape(f"{Path(filepath).name} — {label}", quote=True)
+        title = escape_html(f"{Path(filepath).name} — {label}")
         side = self.thumb_size
         try:
             uri = thumbnail_data_uri(filepath, size=side, cache_dir=cache_dir)
         except (OSError, UnidentifiedImageError, ValueError) as err:
-            reason = html.escape(f"{Path(filepath).name}: cannot read ({err})", quote=True)
+            reason = escape_html(f"{Path(filepath).name}: cannot read ({err})")
             return (f'<div class="loupe-missing" title="{reason}" '
                     f'style="width:{side}px;height:{side}px">missing</div>')
         return (f'<img class="loupe-thumb" src="{uri}" title="{title}" alt="{title}" '
@@ -161,8 +161,8 @@ def _value_counts(column: pd.Series) -> pd.Series:
 
 
 def _frame_html(frame: pd.DataFrame, *, total: str | None = None) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    corner = html.escape(str(frame.index.name or ""))
+    head = "".join(f"<th>{escape_html(str(c))}</th>" for c in frame.columns)
+    corner = escape_html(str(frame.index.name or ""))
     body = []
     for index, row in frame.iterrows():
         row_class = ' class="loupe-total"' if total is not None and index == total else ""
@@ -170,6 +170,6 @@ def _frame_html(frame: pd.DataFrame, *, total: str | None = None) -> str:
             f"<td{_TOTAL_CELL if total is not None and col == total else ''}>{value}</td>"
             for col, value in row.items()
         )
-        body.append(f"<tr{row_class}><th>{html.escape(str(index))}</th>{cells}</tr>")
+        body.append(f"<tr{row_class}><th>{escape_html(str(index))}</th>{cells}</tr>")
     return (f'<table class="loupe-counts"><thead><tr><th>{corner}</th>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>")

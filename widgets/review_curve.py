@@ -8,7 +8,6 @@ simulation never writes to the project's labels.
 
 from __future__ import annotations
 
-import html
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from widgets.drill import chart_style
 from widgets.source import resolve_source
 from workbench.review_budget import ReviewCurve as CurveResult
 from workbench.review_budget import review_curve
+from workbench.text import escape_html
 
 if TYPE_CHECKING:
     from workbench.versions import ModelVersion
@@ -116,7 +116,7 @@ class ReviewCurve(widgets.VBox):
             curve = review_curve(self.project, self.version, self.oracle, progress=False,
                                  **self.options)
         except ValueError as error:  # ProjectError too
-            self.status.value = f'<span class="loupe-weak">{html.escape(str(error))}</span>'
+            self.status.value = f'<span class="loupe-weak">{escape_html(str(error))}</span>'
             return None
         finally:
             self.run_button.disabled = False
@@ -147,8 +147,8 @@ class ReviewCurve(widgets.VBox):
             "Simulates a careful reviewer fixing labels in each strategy's order, on a copy "
             "of the labels in memory; the project's labels are never written.")
         return (f'<div class="loupe-model-header"><h3>Review efficiency · '
-                f"{html.escape(str(name))}</h3><span class=\"loupe-model-sub\">"
-                f"{html.escape(notes)}</span></div>")
+                f"{escape_html(str(name))}</h3><span class=\"loupe-model-sub\">"
+                f"{escape_html(notes)}</span></div>")
 
 
 def _empty_figure() -> go.Figure:
@@ -166,7 +166,7 @@ def _summary_html(curve: CurveResult) -> str:
     for row in curve.summary().itertuples(index=False):
         recovered = ("–" if isinstance(row.recovered_share, float)
                      and math.isnan(row.recovered_share) else f"{row.recovered_share:.0%}")
-        rows.append(f"<tr><td>{html.escape(str(row.strategy))}</td><td>{row.budget:.0%}</td>"
+        rows.append(f"<tr><td>{escape_html(str(row.strategy))}</td><td>{row.budget:.0%}</td>"
                     f"<td>{row.n_reviewed:.0f}</td><td>{row.labels_fixed:.1f}</td>"
                     f"<td>{row.accuracy:.1%} ± {row.accuracy_std:.1%}</td>"
                     f"<td>{recovered}</td></tr>")
@@ -174,7 +174,7 @@ def _summary_html(curve: CurveResult) -> str:
                f"{base['clean_accuracy'].mean():.1%} · pool {base['n_pool'].mean():.0f} "
                f"({base['n_wrong_in_pool'].mean():.1f} wrong) · evaluation "
                f"{base['n_eval'].mean():.0f} · {len(base)} seed(s)")
-    return (f'<div class="loupe-model-sub">{html.escape(caption)}</div>'
+    return (f'<div class="loupe-model-sub">{escape_html(caption)}</div>'
             '<table class="loupe-report" style="margin-top:8px"><thead><tr><th>strategy</th>'
             "<th>budget</th><th>reviewed</th><th>labels fixed</th><th>accuracy</th>"
             f"<th>recovered</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")

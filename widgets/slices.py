@@ -9,7 +9,6 @@ given label) in a :class:`~widgets.grid.LabelingGrid`; relabels there redraw the
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from widgets.source import resolve_source
 from workbench import ProjectError, analysis
 from workbench.analysis.slices import MISSING
 from workbench.model_analysis import check_slice_fields, held_out, resolve
+from workbench.text import escape_html, escape_plotly
 
 if TYPE_CHECKING:
     from workbench.versions import ModelVersion
@@ -128,6 +128,9 @@ class SlicePerformance(widgets.VBox):
         with self.figure.batch_update():
             self.figure.data = []
             self.figure.add_traces(traces)
+            names = [name for trace in traces for name in trace.x or ()]
+            self.figure.layout.xaxis.tickvals = names
+            self.figure.layout.xaxis.ticktext = [escape_plotly(n) for n in names]
             self.figure.layout.shapes = [] if np.isnan(self.overall) else [{
                 "type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": self.overall,
                 "y1": self.overall, "line": {"color": "#334e68", "dash": "dash", "width": 1}}]
@@ -136,7 +139,7 @@ class SlicePerformance(widgets.VBox):
         shown = f"{self.overall:.1%}" if not np.isnan(self.overall) else "n/a"
         self.header.value = (
             f'<div class="loupe-model-header"><h3>Accuracy per slice of '
-            f"{html.escape(self.version.name)}</h3><span class=\"loupe-model-sub\">"
+            f"{escape_html(self.version.name)}</h3><span class=\"loupe-model-sub\">"
             f"{len(frame)} held-out samples · overall accuracy {shown} (dashed line) · "
             f"bars: {int(self.confidence * 100)} % Wilson intervals</span> "
             '<span class="loupe-model-hint">redder = further below overall · click a bar to '
@@ -219,7 +222,8 @@ class SlicePerformance(widgets.VBox):
                      "arrayminus": accuracy - rows["ci_low"].to_numpy(dtype=float)},
             customdata=np.stack([rows["n"], rows["n"] - rows["n_correct"]], axis=-1)
             if len(rows) else None,
-            hovertemplate="%{x}<br>accuracy %{y:.0%} of %{customdata[0]} images"
+            hovertext=[escape_plotly(s) for s in rows["slice"]],
+            hovertemplate="%{hovertext}<br>accuracy %{y:.0%} of %{customdata[0]} images"
                           "<br>%{customdata[1]} mistakes<extra></extra>")
 
 

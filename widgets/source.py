@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from workbench import Project, ProjectError
+from workbench import LoupeError, Project, ProjectError
 
 
 def resolve_source(source: Any, view: Any = None) -> tuple[Project, list[str] | None]:
@@ -64,6 +64,6 @@ def run_message(handlers: Mapping[str, Callable[[Mapping], None]], content: Any)
                                f"{', '.join(handlers)}")
         handler(content)
     except Exception as error:
-        return str(error) if isinstance(error, ValueError) \
+        return str(error) if isinstance(error, ValueError | LoupeError) \
             else f"{type(error).__name__}: {error}"
     return ""

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 #: Public name -> module that defines it.
 _EXPORTS = {
+    **dict.fromkeys(("LoupeError", "DatabaseUnavailableError", "UnsafePathError"),
+                    "workbench.errors"),
     "ImportReport": "workbench.ingest",
     "Project": "workbench.project",
     "ProjectError": "workbench.project",
@@ -25,6 +27,8 @@ _EXPORTS = {
     "list_projects": "workbench.project",
     "ModelVersion": "workbench.versions",
     "TrainingCancelled": "workbench.training",
+    "RunInProgressError": "workbench.run_lock",
+    "UnusableStateWarning": "workbench.finetune",
     "train": "workbench.training",
     "export": "workbench.exporter",
     "EdgePredictor": "workbench.edge",
@@ -57,7 +61,9 @@ if TYPE_CHECKING:
     from workbench import demo
     from workbench.data_analysis import agreement, datasheet, near_duplicates, outliers
     from workbench.edge import EdgePredictor
+    from workbench.errors import DatabaseUnavailableError, LoupeError, UnsafePathError
     from workbench.exporter import export
+    from workbench.finetune import UnusableStateWarning
     from workbench.ingest import ImportReport
     from workbench.model_analysis import (
         class_report,
@@ -72,6 +78,7 @@ if TYPE_CHECKING:
     from workbench.monitoring import DriftReport, drift, drift_history, load_check
     from workbench.project import Project, ProjectError, delete_project, list_projects
     from workbench.review_budget import ReviewCurve, review_curve
+    from workbench.run_lock import RunInProgressError
     from workbench.selection import LabelSuggestion, next_to_label, suggest_labels
     from workbench.targeted import (
         Improvement,
@@ -100,6 +107,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "DatabaseUnavailableError",
     "DetectionReport",
     "DetectionSettings",
     "DriftReport",
@@ -108,12 +116,16 @@ __all__ = [
     "ImportReport",
     "Improvement",
     "LabelSuggestion",
+    "LoupeError",
     "ModelVersion",
     "Project",
     "ProjectError",
     "ReviewCurve",
+    "RunInProgressError",
     "SynthesisReport",
     "TrainingCancelled",
+    "UnsafePathError",
+    "UnusableStateWarning",
     "add_example",
     "agreement",
     "book_history",

@@ -30,6 +30,8 @@ from PIL import Image
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
+from workbench.errors import LoupeError
+
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
 WeightsOption = Literal["default", "random", "none"]
@@ -39,7 +41,7 @@ _RANDOM_OPTIONS = ("random", "none")
 _CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict")
 
 
-class BackboneUnavailableError(ValueError):
+class BackboneUnavailableError(LoupeError, ValueError):
     """Pretrained weights for a backbone are not available on this machine."""
 
 

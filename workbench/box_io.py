@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ except ImportError:  # pragma: no cover - stdlib expat >= 2.4 also limits entity
     from xml.etree.ElementTree import fromstring as _xml_fromstring
 
 from workbench.boxes import Box, check_bounding_box
+from workbench.errors import LoupeError
 
 #: File name endings taken for images when matching annotations to files.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
@@ -38,7 +40,7 @@ MAX_ANNOTATION_BYTES = 50_000_000
 COCO_EDGE_SLACK = 1e-3
 
 
-class BoxFileError(ValueError):
+class BoxFileError(LoupeError, ValueError):
     """An annotation file (or one of its fields) that cannot be used; the message names it."""
 
 
@@ -68,6 +70,20 @@ class BoxRecord:
 
 
 # -- VOC -------------------------------------------------------------------------------------
+def _annotation_bytes(path: Path) -> bytes:
+    """An annotation file's bytes: a regular file (a FIFO or a device would block or never
+    end) of at most :data:`MAX_ANNOTATION_BYTES`; :class:`BoxFileError` otherwise."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise BoxFileError(f"{path.name}: not a regular file (FIFO/device/socket); not read")
+        if info.st_size > MAX_ANNOTATION_BYTES:
+            raise BoxFileError(f"{path.name}: larger than {MAX_ANNOTATION_BYTES} bytes")
+        return path.read_bytes()
+    except OSError as err:
+        raise BoxFileError(f"{path.name}: cannot be read ({err.strerror or err})") from None
+
+
 def read_voc(path: Path) -> BoxRecord:
     """Read one Pascal VOC XML file.
 
@@ -78,12 +94,7 @@ def read_voc(path: Path) -> BoxRecord:
     """
     path = Path(path)
     name = path.name
-    try:
-        data = path.read_bytes() if path.stat().st_size <= MAX_ANNOTATION_BYTES else None
-    except OSError as err:
-        raise BoxFileError(f"{name}: cannot be read ({err.strerror or err})") from None
-    if data is None:
-        raise BoxFileError(f"{name}: larger than {MAX_ANNOTATION_BYTES} bytes")
+    data = _annotation_bytes(path)
     try:
         root = _xml_fromstring(data)
     except ParseError as err:
@@ -200,11 +211,7 @@ def read_coco(path: Path) -> tuple[list[BoxRecord], list[tuple[str, str]], list[
     path = Path(path)
     name = path.name
     try:
-        if path.stat().st_size > MAX_ANNOTATION_BYTES:
-            raise BoxFileError(f"{name}: larger than {MAX_ANNOTATION_BYTES} bytes")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise BoxFileError(f"{name}: cannot be read ({err.strerror or err})") from None
+        data = json.loads(_annotation_bytes(path).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BoxFileError(f"{name}: not valid JSON ({err})") from None
     if not isinstance(data, dict):

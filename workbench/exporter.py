@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import uuid
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -41,6 +40,8 @@ from workbench.edge import (
     EdgePredictor,
     postprocess_detections,
 )
+from workbench.errors import LoupeError
+from workbench.leftovers import partial_path, remove_stale
 
 ExportFormat = Literal["onnx", "torchscript"]
 
@@ -62,7 +63,7 @@ _SAMPLE_SHAPE = (2, 97, 131)
 _CHECK_SHAPE = (3, 61, 45)
 
 
-class ExportError(RuntimeError):
+class ExportError(LoupeError, RuntimeError):
     """The model could not be exported, or the exported file disagrees with it."""
 
 
@@ -325,8 +326,9 @@ def _export(model: object, network: torch.nn.Module, format: str,
         raise ValueError(f"path {str(path)!r} must end in {' or '.join(SUFFIXES[format])} for "
                          f"format={format!r}: EdgePredictor picks its runtime by the suffix.")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent)  # what a killed export left in this folder
     # Same folder, same suffix: os.replace is atomic and the check loads it like the target.
-    partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{path.suffix}")
+    partial = partial_path(path, keep_suffix=True)
     if not isinstance(network, Classifier):
         try:
             _export_detector(model, network, format, path, partial)

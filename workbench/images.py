@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from workbench.errors import LoupeError
+
 #: Largest image accepted, in pixels (width × height). Larger files are treated as
 #: decompression bombs: a few kilobytes on disk that would need gigabytes to decode.
 MAX_PIXELS = 40_000_000
+
+#: Largest image file read, in bytes (128 MiB: an uncompressed 8-bit RGB image at the pixel
+#: limit fits). Checked before reading, so a 2 GB file named ``.jpg`` costs nothing; set
+#: ``workbench.images.MAX_FILE_BYTES`` to read larger files.
+MAX_FILE_BYTES = 128 * 1024 * 1024
+
+#: What a path that is not a regular file is, for messages.
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 #: Modes stored as they are; every other mode is converted to one of these.
 NATIVE_MODES = ("L", "RGB")
@@ -28,7 +40,7 @@ _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "TIFF": "
          "WEBP": "image/webp", "GIF": "image/gif"}
 
 
-class ImageRejectedError(ValueError):
+class ImageRejectedError(LoupeError, ValueError):
     """A file that cannot become a sample; ``reason`` says why."""
 
     def __init__(self, reason: str) -> None:
@@ -60,21 +72,68 @@ class CheckedImage:
         return 1 if mode == "L" else 3
 
 
-def read_bytes(path: Path) -> bytes:
-    """Read a file whole, turning every OS failure into an :class:`ImageRejectedError`."""
+def read_bytes(path: Path, *, max_bytes: int | None = None) -> bytes:
+    """Read a regular file whole, turning every OS failure into an :class:`ImageRejectedError`.
+
+    Only regular files are opened (a FIFO would block forever, ``/dev/zero`` never ends, also
+    behind a link), and only up to ``max_bytes`` (default :data:`MAX_FILE_BYTES`): the size
+    is checked before reading, and again on the file actually opened.
+    """
+    limit = MAX_FILE_BYTES if max_bytes is None else max_bytes
+    regular_file(path, max_bytes=limit)  # before opening: opening a device can block
     try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise ImageRejectedError("is a folder, not a file") from None
-    except FileNotFoundError:
-        raise ImageRejectedError("cannot read: file not found (a dangling link?)") from None
-    except PermissionError:
-        raise ImageRejectedError("cannot read: permission denied") from None
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
-        raise ImageRejectedError(f"cannot read: {err.strerror or err}") from None
+        raise _os_rejection(err) from None
+    with os.fdopen(descriptor, "rb") as file:
+        _check_regular(os.fstat(descriptor), limit)  # the file opened is the file checked
+        try:
+            data = file.read(limit + 1)
+        except OSError as err:
+            raise _os_rejection(err) from None
+    if len(data) > limit:
+        raise ImageRejectedError(_too_large(len(data), limit))
     if not data:
         raise ImageRejectedError("empty file (0 bytes)")
     return data
+
+
+def regular_file(path: str | os.PathLike[str], *, max_bytes: int | None = None
+                 ) -> os.stat_result:
+    """Check, without opening it, that ``path`` (links followed) is a regular file of at most
+    ``max_bytes`` (default :data:`MAX_FILE_BYTES`); :class:`ImageRejectedError` if not."""
+    try:
+        info = Path(path).stat()
+    except OSError as err:
+        raise _os_rejection(err) from None
+    _check_regular(info, MAX_FILE_BYTES if max_bytes is None else max_bytes)
+    return info
+
+
+def _check_regular(info: os.stat_result, limit: int) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageRejectedError("is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _SPECIAL_KINDS if test(info.st_mode)), "special")
+        raise ImageRejectedError(f"not a regular file (FIFO/device/socket): {kind}; only "
+                                 "regular image files are read")
+    if info.st_size > limit:
+        raise ImageRejectedError(_too_large(info.st_size, limit))
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (f"file too large: {size / 2**20:,.1f} MiB exceeds the limit of "
+            f"{limit / 2**20:,.1f} MiB per image (workbench.images.MAX_FILE_BYTES); not read")
+
+
+def _os_rejection(err: OSError) -> ImageRejectedError:
+    if isinstance(err, IsADirectoryError):
+        return ImageRejectedError("is a folder, not a file")
+    if isinstance(err, FileNotFoundError):
+        return ImageRejectedError("cannot read: file not found (a dangling link?)")
+    if isinstance(err, PermissionError):
+        return ImageRejectedError("cannot read: permission denied")
+    return ImageRejectedError(f"cannot read: {err.strerror or err}")
 
 
 def content_hash(data: bytes) -> str:
@@ -193,7 +252,7 @@ def to_native_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(LoupeError, ValueError):
     """An image file that cannot be read or decoded; the message names the file."""
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pymongo.errors import ConnectionFailure
 from tqdm.auto import tqdm
 
 from workbench import store
@@ -56,7 +57,25 @@ def import_candidates(
 
     Converted images and files whose names are not UTF-8 are stored as PNG/copies in
     ``media_dir`` (named by content hash); every other file is referenced where it is.
+
+    Raises
+    ------
+    DatabaseUnavailableError
+        The database went away; the message says how many new images were stored before
+        (running the import again adds exactly the rest).
     """
+    try:
+        return _import_all(dataset, media_dir, candidates, report=report, workers=workers,
+                           thorough=thorough, progress=progress)
+    except ConnectionFailure as error:
+        stored = (f"{len(report.added)} new image(s) of this import were stored before it went "
+                  "away, the rest were not" if report.added else store.NOTHING_STORED)
+        raise store.outage_error(error, stored) from error
+
+
+def _import_all(dataset: fo.Dataset, media_dir: Path, candidates: Sequence[Candidate], *,
+                report: ImportReport, workers: int | None, thorough: bool,
+                progress: bool) -> list[str]:
     known = store.hashes(dataset)
     new_by_hash: dict[str, tuple[Path, str]] = {}
     pending: list[dict] = []

@@ -100,7 +100,8 @@ def scan_folder(
     annotator : str
         Whom labels taken from folder names are attributed to.
     follow_symlinks : bool
-        Links pointing outside ``root`` are rejected unless this is true.
+        Links pointing outside ``root`` (to files or folders) are rejected unless this is
+        true; a linked folder is then entered once (never in a cycle).
     exclude : sequence of str
         Glob patterns of paths relative to ``root`` (``annotations``, ``*.csv``,
         ``ok/old_*``) to skip silently; a folder that matches is not entered at all.
@@ -108,6 +109,10 @@ def scan_folder(
     Returns
     -------
     (candidates, rejected)
+        Every entry that is skipped, except those ``exclude`` names, is in ``rejected`` with
+        its reason: hidden files and folders (name starting with ``.``), links leaving
+        ``root``, linked folders not entered. Special files (FIFOs, devices, sockets) are
+        refused when read, before they are opened (:func:`workbench.images.read_bytes`).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r} is not known; choose one of {', '.join(LAYOUTS)}")
@@ -117,17 +122,29 @@ def scan_folder(
     real_root = root.resolve()
     candidates: list[Candidate] = []
     rejected: list[tuple[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    entered: set[Path] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_symlinks):
+        entered.add(Path(dirpath).resolve())
         relative_dir = os.path.relpath(dirpath, root)
         prefix = "" if relative_dir == "." else relative_dir.replace(os.sep, "/") + "/"
-        dirnames[:] = sorted(d for d in dirnames
-                             if not d.startswith(".") and not _excluded(prefix + d, exclude))
-        label = prefix.split("/", 1)[0] if prefix else None
-        for name in sorted(filenames):
-            if name.startswith(".") or _excluded(prefix + name, exclude):
+        kept = []
+        for name in sorted(dirnames):
+            if _excluded(prefix + name, exclude):
                 continue
             path = Path(dirpath, name)
-            reason = _link_problem(path, real_root, follow_symlinks)
+            reason = _folder_problem(path, real_root, follow_symlinks, entered)
+            if reason:
+                rejected.append((display_path(path), reason))
+            else:
+                kept.append(name)
+        dirnames[:] = kept
+        label = prefix.split("/", 1)[0] if prefix else None
+        for name in sorted(filenames):
+            if _excluded(prefix + name, exclude):
+                continue
+            path = Path(dirpath, name)
+            reason = (HIDDEN_FILE if name.startswith(".")
+                      else _link_problem(path, real_root, follow_symlinks))
             if reason:
                 rejected.append((display_path(path), reason))
             elif layout == "unlabeled":
@@ -138,6 +155,33 @@ def scan_folder(
             else:
                 candidates.append(Candidate(path, labels=[(annotator, label)]))
     return candidates, rejected
+
+
+#: Reasons of entries a folder import skips.
+HIDDEN_FILE = "hidden file (name starts with '.'): not imported; rename it to import it"
+HIDDEN_FOLDER = "hidden folder (name starts with '.'): not entered; rename it to import it"
+
+
+def _folder_problem(path: Path, real_root: Path, follow_symlinks: bool,
+                    entered: set[Path]) -> str | None:
+    """Why the walk does not enter the sub-folder ``path``, or None when it does."""
+    if path.name.startswith("."):
+        return HIDDEN_FOLDER
+    link = path.is_symlink()
+    if not link and not follow_symlinks:
+        return None
+    target = path.resolve()
+    if link and not follow_symlinks:
+        if target == real_root or real_root in target.parents:
+            return (f"symbolic link to a folder inside the import folder "
+                    f"({display_path(target)}): not entered, its files are imported from there")
+        return (f"symbolic link pointing outside the import folder ({display_path(target)}); "
+                "pass follow_symlinks=True to import it")
+    if target in entered:  # a cycle, or a folder reached twice through links
+        return (f"folder already imported ({display_path(target)}, reached again through a "
+                "symbolic link): not entered again")
+    entered.add(target)
+    return None
 
 
 def _excluded(relative: str, patterns: Sequence[str]) -> bool:

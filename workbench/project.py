@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from workbench import store
+from workbench.errors import LoupeError
 from workbench.importer import import_candidates
 from workbench.ingest import (
     Candidate,
@@ -21,6 +21,7 @@ from workbench.ingest import (
     scan_folder,
 )
 from workbench.labels import Annotation, now
+from workbench.safe_paths import remove_inside
 from workbench.settings import projects_dir
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TASKS = ("classification", "detection")
 
 
-class ProjectError(ValueError):
+class ProjectError(LoupeError, ValueError):
     """A project operation that cannot be done as asked (the message says what to do)."""
 
 
@@ -62,7 +63,8 @@ class Project:
             What the labels describe: one class per image, or boxes (``ground_truth`` is
             then ``fo.Detections``; label boxes with :meth:`annotate_boxes`).
         overwrite : bool
-            Delete an existing project of that name first.
+            Delete an existing project of that name first (only a dataset Loupe created:
+            another tool's FiftyOne dataset of that name is never replaced).
         """
         _check_name(name)
         if task not in TASKS:
@@ -72,14 +74,17 @@ class Project:
                 raise ProjectError(
                     f"project {name!r} already exists; open it with Project.open({name!r}) or "
                     "pass overwrite=True to replace it")
+            require_loupe_dataset(name, "replace")
             delete_project(name)
         classes = _check_labels(classes, "classes")
         dataset = store.create_dataset(name, classes=classes, task=task)
+        store.update_project_info(dataset, **{OWNER_KEY: OWNER})
         project = cls(dataset)
         project.folder.mkdir(parents=True, exist_ok=True)
         return project
 
     @classmethod
+    @store.translate_outages
     def open(cls, name: str) -> Project:
         """Open an existing project by name."""
         if name not in store.list_project_names():
@@ -90,7 +95,7 @@ class Project:
 
     @classmethod
     def import_archive(cls, path: str | Path, name: str | None = None,
-                       overwrite: bool = False) -> Project:
+                       overwrite: bool = False, **limits: int) -> Project:
         """Restore a project from an archive written by :meth:`export_archive`.
 
         Parameters
@@ -101,7 +106,10 @@ class Project:
             Restore under this name (default: the archived project's name).
         overwrite : bool
             Replace an existing project of that name (only once the archive has been
-            read and checked in full).
+            read and checked in full, and never a FiftyOne dataset Loupe did not create).
+        **limits : int
+            ``max_members``, ``max_member_bytes``, ``max_total_bytes``: see
+            :func:`workbench.archive.import_archive`.
 
         Raises
         ------
@@ -111,7 +119,7 @@ class Project:
         """
         from workbench.archive import import_archive
 
-        return cls.open(import_archive(path, name, overwrite=overwrite))
+        return cls.open(import_archive(path, name, overwrite=overwrite, **limits))
 
     def export_archive(self, path: str | Path, *, include_embeddings: bool = True) -> Path:
         """Back the project up into one ``.tar`` (or ``.tar.gz``) file: samples with their
@@ -162,10 +170,12 @@ class Project:
                 f"slice_fields={self.slice_fields})")
 
     # -- labels ------------------------------------------------------------------------
+    @store.translate_outages
     def add_class(self, label: str) -> None:
         """Add a class to the label schema (no-op if present)."""
         self._add_classes(_check_labels([label], "label"))
 
+    @store.translate_outages
     def annotate(self, sample_ids: str | Iterable[str], label: str, *, annotator: str,
                  review: bool = False) -> None:
         """Record that ``annotator`` gives ``label`` to the samples.
@@ -184,6 +194,10 @@ class Project:
         ------
         ProjectError
             For an unknown label or sample id, an empty annotator; nothing is written then.
+        DatabaseUnavailableError
+            The database did not answer within ``$LOUPE_DB_TIMEOUT_S`` seconds (default 5);
+            the message says what was stored. The same call made again stores each entry
+            exactly once.
         """
         self._require_classification("annotate", "annotate_boxes")
         if label not in self.classes:
@@ -193,6 +207,7 @@ class Project:
                 f"p.add_class({label!r}) first")
         self._append(sample_ids, label, annotator=annotator, review=review)
 
+    @store.translate_outages
     def withdraw(self, sample_ids: str | Iterable[str], *, annotator: str,
                  review: bool = False) -> None:
         """Withdraw ``annotator``'s vote on the samples (``review=True``: the review in force).
@@ -216,6 +231,7 @@ class Project:
         entry = Annotation(annotator, label, stamp, review=bool(review))
         store.append_history(self._dataset, {sid: [entry] for sid in dict.fromkeys(ids)})
 
+    @store.translate_outages
     def history(self, sample_id: str) -> pd.DataFrame:
         """Every label ever given to a sample, oldest first.
 
@@ -237,6 +253,7 @@ class Project:
                                f"{self.task} project: use p.{instead}() instead")
 
     # -- boxes (detection projects) ------------------------------------------------------
+    @store.translate_outages
     def annotate_boxes(self, sample_id: str, boxes: object, *, annotator: str,
                        review: bool = False) -> None:
         """Record ``annotator``'s full box set for one image (``[]``: no defect here).
@@ -267,6 +284,7 @@ class Project:
         detection_store.annotate_boxes(self, sample_id, boxes, annotator=annotator,
                                        review=review)
 
+    @store.translate_outages
     def withdraw_boxes(self, sample_id: str, *, annotator: str, review: bool = False) -> None:
         """Withdraw ``annotator``'s box set for the image (``review=True``: the review in
         force). Appends a withdrawal entry; the consensus falls back to the box sets left."""
@@ -274,6 +292,7 @@ class Project:
 
         detection_store.withdraw_boxes(self, sample_id, annotator=annotator, review=review)
 
+    @store.translate_outages
     def box_history(self, sample_id: str) -> pd.DataFrame:
         """Every box set ever given to an image, oldest first: annotator, time, review,
         n_boxes, boxes (list of ``{label, bounding_box}``; None for a withdrawal)."""
@@ -289,6 +308,7 @@ class Project:
 
         return detection_store.boxes(self, view)
 
+    @store.translate_outages
     def import_voc(self, images_dir: str | Path, annotations_dir: str | Path, *,
                    annotator: str = "import", progress: bool = True) -> ImportReport:
         """Import images with Pascal VOC XML boxes (one file per image).
@@ -305,6 +325,7 @@ class Project:
         return detection_store.import_voc(self, images_dir, annotations_dir,
                                           annotator=annotator, progress=progress)
 
+    @store.translate_outages
     def import_coco(self, json_path: str | Path, images_dir: str | Path | None = None, *,
                     annotator: str = "import", progress: bool = True) -> ImportReport:
         """Import images with COCO JSON boxes (``bbox`` = [x, y, w, h] in pixels).
@@ -339,6 +360,7 @@ class Project:
         return detection_store.export_coco(self, json_path)
 
     # -- import ------------------------------------------------------------------------
+    @store.translate_outages
     def import_folder(self, path: str | Path, layout: Layout = "class_folders",
                       annotator: str = "import", metadata_csv: str | Path | None = None, *,
                       follow_symlinks: bool = False, exclude: Sequence[str] = (),
@@ -382,6 +404,7 @@ class Project:
         return self._import(candidates, rejected, columns, thorough=thorough,
                             progress=progress)
 
+    @store.translate_outages
     def import_csv(self, path: str | Path, *, annotator: str = "import",
                    thorough: bool = False, progress: bool = True) -> ImportReport:
         """Import images listed in a CSV: ``filepath,label[,annotator][,slice columns…]``.
@@ -412,14 +435,15 @@ class Project:
         if new_columns:
             store.ensure_slice_fields(self._dataset, new_columns)
             store.update_project_info(self._dataset, slice_fields=known + new_columns)
-        labels = import_candidates(self._dataset, self.folder / "media", candidates,
-                                   report=report, thorough=thorough, progress=progress)
-        self._add_classes(labels)
+        # classes first: an import killed halfway leaves samples whose labels are classes
+        self._add_classes(label for c in candidates for _, label in c.labels)
+        import_candidates(self._dataset, self.folder / "media", candidates, report=report,
+                          thorough=thorough, progress=progress)
         return report
 
     def _add_classes(self, labels: Iterable[str]) -> None:
         classes = self.classes
-        added = [label for label in labels if label not in classes]
+        added = [label for label in dict.fromkeys(labels) if label not in classes]
         if added:
             store.update_project_info(self._dataset, classes=classes + added)
 
@@ -520,11 +544,55 @@ def list_projects() -> list[str]:
 
 
 def delete_project(name: str) -> None:
-    """Delete a project's dataset and its folder. Irreversible."""
+    """Delete a project's dataset and its folder. Irreversible.
+
+    Raises
+    ------
+    ProjectError
+        When a FiftyOne dataset of that name exists that Loupe did not create (see
+        :func:`created_by_loupe`): Loupe never deletes another tool's dataset.
+    """
     _check_name(name)
     if store.dataset_exists(name):
+        require_loupe_dataset(name, "delete")
         store.load_dataset(name).delete()
-    shutil.rmtree(projects_dir() / name, ignore_errors=True)
+    remove_inside(projects_dir(), projects_dir() / name, what="project folder")
+
+
+#: Key and value of the marker Loupe puts in ``dataset.info["loupe"]`` of every dataset it
+#: creates (projects and restores); only such datasets are ever deleted or replaced.
+OWNER_KEY, OWNER = "created_by", "loupe"
+
+
+def created_by_loupe(name: str) -> bool:
+    """Whether the FiftyOne dataset ``name`` is one Loupe created (and may delete or replace).
+
+    Read from the raw database document, without loading the dataset: the marker
+    ``info["loupe"]["created_by"] == "loupe"``; or, for projects made before the marker
+    existed, the ``loupe`` dataset tag together with Loupe's own bookkeeping
+    (``info["loupe"]`` holding ``schema_version`` and ``classes``).
+    """
+    from workbench.settings import fiftyone
+
+    doc = fiftyone().core.odm.get_db_conn().datasets.find_one(
+        {"name": name}, {"tags": 1, "info": 1}) or {}
+    info = doc.get("info") if isinstance(doc.get("info"), dict) else {}
+    loupe = info.get("loupe")
+    if not isinstance(loupe, dict):
+        return False
+    if loupe.get(OWNER_KEY) == OWNER:
+        return True
+    tags = doc.get("tags") if isinstance(doc.get("tags"), list) else []
+    return store.PROJECT_TAG in tags and {"schema_version", "classes"} <= set(loupe)
+
+
+def require_loupe_dataset(name: str, action: str) -> None:
+    """Raise :class:`ProjectError` unless the dataset ``name`` is one Loupe created."""
+    if not created_by_loupe(name):
+        raise ProjectError(
+            f"the FiftyOne dataset {name!r} was not created by Loupe, so Loupe will not "
+            f"{action} it (it may belong to another tool). Choose another project name, or "
+            "delete that dataset yourself with FiftyOne if you really mean to")
 
 
 def _check_name(name: str) -> None:

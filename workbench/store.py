@@ -5,24 +5,46 @@ atomic history appends and the project bookkeeping (``dataset.info["loupe"]``) l
 place. A label is appended and the consensus updated in one conditional update per sample
 (optimistic concurrency, see :func:`append_history`): concurrent labelers never lose an
 entry of each other's history, nor a consensus update.
+
+History and sample writes are journaled (:func:`durable`): once a call returns, its entries
+survive a crash of the database server. A server that does not answer becomes
+:class:`~workbench.errors.DatabaseUnavailableError` (:func:`translate_outages`), and the
+same call made again once it is back stores each entry exactly once.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
+from pymongo.errors import ConnectionFailure
 
 from workbench.boxes import box_consensus
+from workbench.durability import (
+    NOTHING_STORED,
+    durable,
+    not_stored,
+    outage_error,
+    outages_reported,
+    remember_unconfirmed,
+    reuse_unconfirmed,
+    stored_note,
+    translate_outages,
+)
+from workbench.errors import LoupeError
 from workbench.labels import DISPUTED_TAG, Annotation, consensus, now
 from workbench.settings import fiftyone
 
 if TYPE_CHECKING:
     import fiftyone as fo
+
+__all__ = ["NOTHING_STORED", "durable", "outage_error", "outages_reported",
+           "translate_outages"]  # re-exported: the durability helpers callers reach via store
 
 PROJECT_TAG = "loupe"
 SCHEMA_VERSION = 1
@@ -32,6 +54,19 @@ DETECTION = "detection"
 BOX_HISTORY = "box_annotations"
 
 
+def _reload_samples(dataset: fo.Dataset, written: Sequence[str]) -> None:
+    """Refresh FiftyOne's in-memory samples after raw writes (skipped if the server went
+    away meanwhile: the writes are stored, only cached objects stay stale)."""
+    if not written:
+        return
+    fiftyone()
+    from fiftyone.core.sample import Sample
+
+    with suppress(ConnectionFailure):
+        Sample._reload_docs(dataset._sample_collection_name, sample_ids=list(written))
+
+
+# -- datasets --------------------------------------------------------------------------------
 def dataset_exists(name: str) -> bool:
     """Whether a FiftyOne dataset of that name exists (Loupe's or not)."""
     return fiftyone().dataset_exists(name)
@@ -153,7 +188,7 @@ def add_samples(dataset: fo.Dataset, documents: list[dict[str, Any]]) -> list[st
     """Insert documents from :func:`sample_document`; returns the new sample ids in order."""
     if not documents:
         return []
-    dataset._sample_collection.insert_many(documents, ordered=True)
+    durable(dataset._sample_collection).insert_many(documents, ordered=True)
     return [str(d["_id"]) for d in documents]
 
 
@@ -161,7 +196,7 @@ def add_samples(dataset: fo.Dataset, documents: list[dict[str, Any]]) -> list[st
 MAX_WRITE_ATTEMPTS = 100
 
 
-class ConcurrentWriteError(RuntimeError):
+class ConcurrentWriteError(LoupeError, RuntimeError):
     """Other writers changed a sample's history on every attempt to write its consensus."""
 
 
@@ -208,37 +243,64 @@ def refresh_consensus(dataset: fo.Dataset, sample_ids: Sequence[str],
 
 def _write_consensus(dataset: fo.Dataset, pushes: Mapping[str, list[dict]],
                      previous: Mapping[str, str | None] | None) -> None:
-    pending = {sid: items for sid, items in pushes.items() if ObjectId.is_valid(sid)}
-    collection = dataset._sample_collection
-    written: list[str] = []
-    for attempt in range(MAX_WRITE_ATTEMPTS):
-        if not pending:
-            break
-        if attempt:
-            time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
+    def attempt(collection: Any, pending: dict[str, list[dict]], n: int,
+                in_flight: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], list[str]]:
         stamp = now()
         states = _label_states(collection, list(pending))
-        retry = {}
+        retry, written = {}, []
         for sid, items in pending.items():
             if sid not in states:  # deleted meanwhile: nothing to write
                 continue
             history, stored, tags = states[sid]
-            tie_break = previous.get(sid, stored) if previous and not attempt else stored
+            tie_break = previous.get(sid, stored) if previous and not n else stored
+            in_flight[sid] = items
             if _conditional_write(collection, sid, history, stored, tags, items, tie_break,
                                   stamp):
                 written.append(sid)
             else:
                 retry[sid] = items
-        pending = retry
-    if written:
-        fiftyone()
-        from fiftyone.core.sample import Sample
+            in_flight.clear()
+        return retry, written
 
-        Sample._reload_docs(dataset._sample_collection_name, sample_ids=written)
+    _write_in_rounds(dataset, pushes, attempt, what="label")
+
+
+def _write_in_rounds(dataset: fo.Dataset, entries: Mapping[str, Sequence[dict]],
+                     attempt: Callable[[Any, dict[str, list[dict]], int, dict[str, list[dict]]],
+                                       tuple[dict[str, list[dict]], list[str]]],
+                     *, what: str) -> None:
+    """Run ``attempt(collection, pending, n, in_flight)`` -> ``(still pending, written)``
+    until no sample is pending, on a journaled collection.
+
+    Entries of a write whose reply an outage cut off (``in_flight`` then) are remembered
+    and reused by the next call, so a retry stores them once; the outage becomes a
+    :class:`DatabaseUnavailableError` saying what was stored.
+    """
+    name = dataset._sample_collection_name
+    pending = {sid: reuse_unconfirmed(name, sid, list(items)) for sid, items in entries.items()
+               if ObjectId.is_valid(sid)}
+    total = len(pending)
+    written: list[str] = []
+    in_flight: dict[str, list[dict]] = {}
+    try:
+        collection = durable(dataset._sample_collection)
+        for n in range(MAX_WRITE_ATTEMPTS):
+            if not pending:
+                break
+            if n:
+                time.sleep(random.uniform(0, 0.002 * min(n, 10)))
+            pending, done = attempt(collection, pending, n, in_flight)
+            written.extend(done)
+    except ConnectionFailure as error:
+        remember_unconfirmed(name, in_flight)
+        raise outage_error(error, stored_note(len(written), total, bool(in_flight))
+                           ) from error
+    finally:
+        _reload_samples(dataset, written)
     if pending:
         raise ConcurrentWriteError(
             f"{len(pending)} sample(s) changed on each of {MAX_WRITE_ATTEMPTS} attempts to "
-            f"write their label (e.g. {next(iter(pending))}); nothing was written to them, "
+            f"write their {what} (e.g. {next(iter(pending))}); nothing was written to them, "
             "try again")
 
 
@@ -256,7 +318,14 @@ def _label_states(collection: Any, sample_ids: Sequence[str]
 def _conditional_write(collection: Any, sid: str, history: list[dict], stored: str | None,
                        tags: list[str], items: list[dict], tie_break: str | None,
                        stamp: datetime) -> bool:
-    """One sample's append + consensus, applied only if nobody changed it since the read."""
+    """One sample's append + consensus, applied only if nobody changed it since the read.
+
+    Entries already in ``history`` (an interrupted write that did land) are not pushed again.
+    """
+    if items:
+        items = not_stored(history, items)
+        if not items:
+            return True  # stored by the interrupted write, with its consensus
     n = len(history)
     label, disputed = consensus(
         [{"annotator": e.get("annotator"), "label": e.get("label"),
@@ -330,46 +399,48 @@ def append_box_history(dataset: fo.Dataset, entries: Mapping[str, Sequence[dict]
     ConcurrentWriteError
         When a sample kept changing for :data:`MAX_WRITE_ATTEMPTS` attempts.
     """
+    _write_in_rounds(dataset, {sid: items for sid, items in entries.items() if items},
+                     _box_attempt, what="boxes")
+
+
+def _box_attempt(collection: Any, pending: dict[str, list[dict]], n: int,
+                 in_flight: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], list[str]]:
+    """Round ``n`` of :func:`append_box_history`: (still pending, written).
+
+    Entries an interrupted earlier write already stored are not written again; while the
+    bulk write is under way, its entries are in ``in_flight``.
+    """
     from pymongo import UpdateOne
 
-    pending = {sid: list(items) for sid, items in entries.items()
-               if items and ObjectId.is_valid(sid)}
-    collection = dataset._sample_collection
-    written: list[str] = []
-    for attempt in range(MAX_WRITE_ATTEMPTS):
-        if not pending:
-            break
-        if attempt:
-            time.sleep(random.uniform(0, 0.002 * min(attempt, 10)))
-        states = _box_states(collection, list(pending))
-        sizes = {sid: len(states[sid]) for sid in pending if sid in states}
-        if not sizes:  # all deleted meanwhile
-            break
-        result = collection.bulk_write(
-            [UpdateOne(*_box_update(sid, states[sid], pending[sid])) for sid in sizes],
-            ordered=False)
-        if result.matched_count == len(sizes):
-            written.extend(sizes)
-            break
-        after = _box_states(collection, list(sizes))
-        retry = {}
-        for sid, n in sizes.items():
-            items = pending[sid]
-            if _same_entries(after.get(sid, [])[n:n + len(items)], items):
-                written.append(sid)
-            elif sid in after:
-                retry[sid] = items
-        pending = retry
-    else:
-        raise ConcurrentWriteError(
-            f"{len(pending)} sample(s) changed on each of {MAX_WRITE_ATTEMPTS} attempts to "
-            f"write their boxes (e.g. {next(iter(pending))}); nothing was written to them, "
-            "try again")
-    if written:
-        fiftyone()
-        from fiftyone.core.sample import Sample
-
-        Sample._reload_docs(dataset._sample_collection_name, sample_ids=written)
+    states = _box_states(collection, list(pending))
+    written = []
+    todo = {}
+    for sid, items in pending.items():
+        if sid not in states:  # deleted meanwhile
+            continue
+        fresh = not_stored(states[sid], items)
+        if fresh:
+            todo[sid] = fresh
+        else:
+            written.append(sid)
+    if not todo:
+        return {}, written
+    sizes = {sid: len(states[sid]) for sid in todo}
+    in_flight.update(todo)
+    result = collection.bulk_write(
+        [UpdateOne(*_box_update(sid, states[sid], todo[sid])) for sid in todo], ordered=False)
+    in_flight.clear()
+    if result.matched_count == len(todo):
+        return {}, written + list(todo)
+    after = _box_states(collection, list(todo))
+    retry = {}
+    for sid, n in sizes.items():
+        items = todo[sid]
+        if _same_entries(after.get(sid, [])[n:n + len(items)], items):
+            written.append(sid)
+        elif sid in after:
+            retry[sid] = items
+    return retry, written
 
 
 def _box_states(collection: Any, sample_ids: Sequence[str]) -> dict[str, list[dict]]:

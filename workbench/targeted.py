@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import secrets
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +31,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from workbench import store
+from workbench.errors import UnsafePathError
 from workbench.images import to_native_mode
 from workbench.labels import Annotation, now
 from workbench.project import Project, ProjectError
+from workbench.safe_paths import inside, remove_inside
 
 Method = Literal["procedural", "paste", "augment"]
 METHODS = ("procedural", "paste", "augment")
@@ -151,7 +153,7 @@ def synthesize(project: Project | str, target: str, n: int = 60, base: str | Non
                 history=[Annotation(author, target, stamp)], stamp=stamp))
             documents[-1]["tags"] = [store.SYNTHETIC_TAG]
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_inside(project.folder / "synthetic", folder, what="recipe folder")
         raise
     store.ensure_synthetic_field(project.dataset)
     added = store.add_samples(project.dataset, documents)
@@ -259,17 +261,26 @@ def remove_synthetic(project: Project | str, recipe_id: str) -> int:
     """Delete the samples and images of one synthesis; returns how many samples went.
 
     Nothing else is touched: real samples, their labels and histories, model versions.
+
+    Raises
+    ------
+    ProjectError
+        An unknown recipe id.
+    UnsafePathError
+        A recipe id that names no single folder inside ``<project folder>/synthetic`` (an
+        absolute path, ``..``; from a hostile archive, say): nothing is deleted then.
     """
     project = project if isinstance(project, Project) else Project.open(project)
     recipes = synthetic_recipes(project)
     if recipe_id not in recipes:
         raise ProjectError(f"no synthesis {recipe_id!r} in project {project.name!r} "
                            f"(recipes: {', '.join(recipes) or 'none'})")
+    recipe_folder = recipe_path(project.folder, recipe_id)
     dataset = project.dataset
     view = dataset.match({f"{store.SYNTHETIC_FIELD}.recipe": recipe_id})
     count = len(view)
     dataset.delete_samples(view)
-    shutil.rmtree(project.folder / "synthetic" / recipe_id, ignore_errors=True)
+    remove_inside(project.folder / "synthetic", recipe_folder, what="recipe folder")
     del recipes[recipe_id]
     store.update_project_info(dataset, synthetic=recipes)
     return count
@@ -286,6 +297,9 @@ def veto_synthetic(project: Project | str, sample_ids: Sequence[str], *, annotat
     ProjectError
         For an empty annotator, or an id that is not a synthetic sample (real images are
         never deleted this way); nothing is removed then.
+    UnsafePathError
+        A sample whose file lies outside ``<project folder>/synthetic``; nothing is
+        removed then.
     """
     project = project if isinstance(project, Project) else Project.open(project)
     if not isinstance(annotator, str) or not annotator.strip():
@@ -298,6 +312,9 @@ def veto_synthetic(project: Project | str, sample_ids: Sequence[str], *, annotat
         raise ProjectError(f"only synthetic images can be vetoed; not synthetic (or not in "
                            f"project {project.name!r}): {', '.join(refused[:5])}")
     paths = dict(zip(*view.values(["id", "filepath"]), strict=True))
+    synthetic_folder = project.folder / "synthetic"
+    for sid, path in paths.items():  # every file checked before anything is deleted
+        inside(synthetic_folder, path, what=f"file of synthetic sample {sid}")
     recipes = synthetic_recipes(project)
     stamp = now().isoformat()
     for sid in ids:
@@ -308,9 +325,22 @@ def veto_synthetic(project: Project | str, sample_ids: Sequence[str], *, annotat
     store.update_project_info(project.dataset, synthetic=recipes)
     project.dataset.delete_samples(ids)
     for path in map(Path, paths.values()):
-        path.unlink(missing_ok=True)
-        (path.parent / "masks" / path.name).unlink(missing_ok=True)
+        remove_inside(synthetic_folder, path, what="synthetic image")
+        remove_inside(synthetic_folder, path.parent / "masks" / path.name, what="mask")
     return len(ids)
+
+
+#: A recipe id is one folder name: what :func:`synthesize` makes (``syn-<time>-<hex>``).
+_RECIPE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def recipe_path(project_folder: Path, recipe_id: object) -> Path:
+    """``<project folder>/synthetic/<recipe id>``, or UnsafePathError for an id that is not
+    one plain folder name (an absolute path, ``..``, a separator)."""
+    if not isinstance(recipe_id, str) or not _RECIPE_ID.match(recipe_id):
+        raise UnsafePathError(f"recipe id {recipe_id!r} is not a plain folder name (letters, "
+                              "digits, '_', '.', '-'); refused")
+    return inside(Path(project_folder) / "synthetic", recipe_id, what="recipe id")
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -16,13 +16,15 @@ average, keeps the best by out-of-fold accuracy (then log loss), and records why
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
-import shutil
 import statistics
 import time
+import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -49,10 +51,13 @@ from workbench.finetune import (
     CancelFlag,
     FinetuneSettings,
     TrainingCancelled,
+    UnusableStateWarning,
     fit,
     load_pixels,
 )
 from workbench.probe import DEFAULT_C, fit_head, head_probabilities
+from workbench.run_lock import RunInProgressError, acquire, release
+from workbench.safe_paths import inside, remove_inside
 from workbench.versions import (
     ModelVersion,
     VersionFiles,
@@ -113,7 +118,9 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         :func:`workbench.detection_training.train_detector`.
     resume : bool, default False
         Go on from an interrupted or cancelled run with the same arguments and labels
-        (classification only).
+        (classification only). Saved state is read as tensors and plain values only, never
+        as code; a state file Loupe did not write is ignored with an
+        :class:`~workbench.finetune.UnusableStateWarning` and that part trains again.
     settings : FinetuneSettings or DetectionSettings, optional
         Learning rates, batch size, patience, label smoothing; a detector's
         :class:`~workbench.detection_training.DetectionSettings`.
@@ -128,6 +135,13 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
     -------
     ModelVersion
         ``None`` on the other ranks of a ``torchrun`` job.
+
+    Raises
+    ------
+    RunInProgressError
+        Another process is training this project with the same settings and labels (a
+        classification run holds a lock beside its saved state; the OS releases it when
+        that process ends, however it ends).
     """
     distributed.setup()
     task = _resolve_task(project, task, model)
@@ -308,9 +322,29 @@ class _Run:
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> ModelVersion | None:
+        """The run, holding its lock: one process at a time trains one run key."""
+        lock, refused = None, None
         if self.is_main:
-            if not self.resume and self.run_dir.exists():
-                shutil.rmtree(self.run_dir)
+            inside(self.folder, self.run_dir, what="training state folder")
+            try:
+                lock = acquire(self.run_dir.with_name(f"{self.run_dir.name}.lock"),
+                               what=f"training project {self.project_name!r} with these "
+                                    "settings and labels")
+            except RunInProgressError as error:
+                refused = str(error)
+        refused = distributed.broadcast(refused)
+        if refused is not None:
+            raise RunInProgressError(refused)
+        try:
+            return self._locked_run()
+        finally:
+            if lock is not None:
+                release(self.run_dir.with_name(f"{self.run_dir.name}.lock"), lock)
+
+    def _locked_run(self) -> ModelVersion | None:
+        if self.is_main:
+            if not self.resume:
+                remove_inside(self.folder, self.run_dir, what="training state folder")
             self.run_dir.mkdir(parents=True, exist_ok=True)
         distributed.barrier()
         self._prepare_backbone()
@@ -331,12 +365,15 @@ class _Run:
             distributed.barrier()
             return None
         version = self._write(chosen, candidates[chosen], scores[chosen], selection, members)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the version is written; leftovers go next time
+            remove_inside(self.folder, self.run_dir, what="training state folder")
         distributed.barrier()
         return version
 
     def _prepare_backbone(self) -> None:
-        body, spec = create_backbone(self.backbone, weights=self.weights)
+        with torch.random.fork_rng(devices=[]):  # a random body is the seed's, every time
+            torch.manual_seed(self.seed)
+            body, spec = create_backbone(self.backbone, weights=self.weights)
         self.spec, self.pretrained = spec, body.state_dict()
         if spec.weights_source == "random" and self.mode != "finetune":
             raise ValueError(f"mode={self.mode!r} needs pretrained weights (a probe on a "
@@ -355,10 +392,13 @@ class _Run:
         body.load_state_dict(self.pretrained)
         return body
 
-    def _head(self, rows: np.ndarray) -> nn.Linear:
-        """A probe head fitted on ``rows`` (random without pretrained features)."""
+    def _head(self, rows: np.ndarray, seed: int) -> nn.Linear:
+        """A probe head fitted on ``rows`` (random from ``seed`` without pretrained
+        features)."""
         if self.vectors is None:
-            return nn.Linear(self.spec.num_features, len(self.classes))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return nn.Linear(self.spec.num_features, len(self.classes))
         return fit_head(self.vectors[rows], self.y[rows], len(self.classes), c=self.probe_c)
 
     def _member(self, head: nn.Linear) -> nn.Sequential:
@@ -388,14 +428,14 @@ class _Run:
                       disable=not self.progress):
             done = self.run_dir / f"finetune_fold{f}.npz"
             held = self.fold == f
-            if done.is_file():  # from an earlier, interrupted run
-                saved = np.load(done)
-                probs[held], best = saved["probs"], int(saved["best_epoch"])
-                self.curves.append(json.loads(str(saved["curve"])))
+            saved = self._read_fold(done, int(held.sum())) if done.is_file() else None
+            if saved is not None:  # from an earlier, interrupted run
+                probs[held], best, curve = saved
+                self.curves.append(curve)
             else:
                 pixels, train_rows = self._load_pixels(), np.flatnonzero(~held)
                 state = self.run_dir / f"finetune_fold{f}.state.pt"
-                result = fit(self._member(self._head(~held)), pixels[train_rows],
+                result = fit(self._member(self._head(~held, self.seed + f)), pixels[train_rows],
                              self.y[train_rows], val_pixels=pixels[held], val_labels=self.y[held],
                              settings=self.settings, epochs=self.epochs, seed=self.seed + f,
                              mean=self.spec.mean, std=self.spec.std, state_path=state,
@@ -405,12 +445,32 @@ class _Run:
                 self.curves.append(result.curve)
                 if self.is_main:
                     partial = done.with_name(f".{done.name}.partial.npz")
+                    partial.unlink(missing_ok=True)  # never write through a planted link
                     np.savez(partial, probs=probs[held], best_epoch=best,
                              curve=json.dumps(result.curve))
                     partial.replace(done)
                     state.unlink(missing_ok=True)
             self.best_epochs.append(best)
         return probs
+
+    def _read_fold(self, path: Path, n_held: int
+                   ) -> tuple[np.ndarray, int, list[dict[str, float]]] | None:
+        """A finished fold's probabilities, best epoch and curve; ``None`` (with a warning)
+        for a file that is not one (read without pickle: no code in it runs)."""
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                probs = np.asarray(saved["probs"], dtype=np.float32)
+                best = int(saved["best_epoch"])
+                curve = json.loads(str(saved["curve"]))
+            if probs.shape != (n_held, len(self.classes)) or not 1 <= best <= self.epochs \
+                    or not isinstance(curve, list):
+                raise ValueError("not this fold's results")
+        except (OSError, EOFError, KeyError, IndexError, TypeError, ValueError,
+                zipfile.BadZipFile) as error:
+            warnings.warn(f"ignored the saved fold results {str(path)!r} ({error}); this fold "
+                          "trains again.", UnusableStateWarning, stacklevel=2)
+            return None
+        return probs, best, curve
 
     def _choose(self, scores: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
         if self.mode != "auto":
@@ -427,7 +487,7 @@ class _Run:
                                        for n in scores}}
 
     def _final_members(self, chosen: str) -> list[tuple[str, str, nn.Module]]:
-        head = self._head(np.ones(len(self.y), dtype=bool))  # one fit serves both members
+        head = self._head(np.ones(len(self.y), dtype=bool), self.seed + self.folds)  # serves both
         members = []
         if chosen in ("probe", "ensemble"):
             members.append(("probe", self.spec.name, self._member(head).eval()))
@@ -489,4 +549,5 @@ class _Run:
         return (project if isinstance(project, Project) else Project.open(project)).dataset
 
 
-__all__ = ["MODES", "FinetuneSettings", "TrainingCancelled", "evaluate", "train"]
+__all__ = ["MODES", "FinetuneSettings", "RunInProgressError", "TrainingCancelled", "evaluate",
+           "train"]

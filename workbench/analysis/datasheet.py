@@ -2,7 +2,9 @@
 
 :func:`render_datasheet` only formats facts gathered elsewhere (the project wrapper collects
 them); it reads no files and touches no database. Tables are plain Markdown written here, so
-no table package is needed.
+no table package is needed. Every fact a person typed (names, classes, slice values,
+annotators, sources) is escaped with :func:`workbench.text.escape_markdown`: the card shows
+it as text, never as HTML or a Markdown link, wherever the card is rendered.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from workbench.text import escape_markdown
 
 __all__ = ["alpha_reading", "render_datasheet"]
 
@@ -86,7 +90,7 @@ def render_datasheet(facts: Mapping[str, Any]) -> str:
         f"# Datasheet: {_cell(facts['name'])}",
         "## Motivation",
         f"- **Task:** {_cell(facts['task']) if facts.get('task') else NOT_RECORDED}",
-        f"- **Classes ({len(classes)}):** {', '.join(classes) or NOT_RECORDED}",
+        f"- **Classes ({len(classes)}):** {', '.join(map(_cell, classes)) or NOT_RECORDED}",
         f"- **Created:** {_when(facts['created']) if facts.get('created') else NOT_RECORDED}",
         "## Composition",
         *_composition(facts),
@@ -125,7 +129,7 @@ def _composition(facts: Mapping[str, Any]) -> list[str]:
     table = pd.DataFrame({"class": counts["class"], "n": n,
                           "share": [f"{s:.1%}" for s in share]})
     if n.empty or n.min() == 0:
-        empty = ", ".join(str(c) for c in counts["class"][n == 0]) or "any class"
+        empty = ", ".join(_cell(str(c)) for c in counts["class"][n == 0]) or "any class"
         balance = f"- **Class balance:** undefined, no labelled images of {empty}."
     else:
         balance = f"- **Class balance (largest / smallest class):** {n.max() / n.min():.2f}"
@@ -196,7 +200,9 @@ def _when(value: object) -> str:
 
 
 def _cell(value: object) -> str:
-    """One table cell: numbers rounded, dates short, ``|`` escaped, newlines flattened."""
+    """One table cell or inline value: numbers rounded, dates short, text escaped
+    (:func:`~workbench.text.escape_markdown`: no HTML, no links, ``|`` escaped, newlines
+    flattened)."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
         return ""
     if isinstance(value, bool | np.bool_):
@@ -207,7 +213,7 @@ def _cell(value: object) -> str:
         return f"{float(value):.3f}"
     if isinstance(value, dt.date):
         return _when(value)
-    return " ".join(str(value).split()).replace("|", "\\|")
+    return escape_markdown(value)
 
 
 def _table(frame: pd.DataFrame) -> str:
