@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python bench/selection.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/dashboards.py
+	$(BIN)/python bench/serving_memory.py
 
 clean-venv:
 	rm -rf $(VENV)
