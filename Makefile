@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.loupe-installed
 PORT   ?= 8866
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install demo lab test lint bench clean-venv chromium
+.PHONY: install demo lab test test-fast lint bench clean-venv chromium architecture screenshots
 
 install: $(STAMP)
 
@@ -36,7 +36,22 @@ chromium:
 
 test: install chromium
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+
+# The fast tier: no training over 10 s, no notebooks, servers or browser (under 3 minutes).
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -m "not slow and not browser"
+
+# Redraw docs/img/architecture.svg from the import graph.
+architecture: install
+	$(BIN)/python docs/make_architecture_svg.py
+
+# Refresh the screenshots in docs/img/ (the browser tests write theirs to a temporary folder).
+screenshots: install chromium
+	LOUPE_SCREENSHOTS=docs/img $(BIN)/python -m pytest -m browser
 
 bench: install
 	$(BIN)/python bench/ingest.py

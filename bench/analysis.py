@@ -42,7 +42,7 @@ def main() -> None:
         sys.exit(f"no data folder {args.data} (see its SOURCE.md)")
     root = neu.throwaway_home("loupe-bench-analysis-")
     import workbench as wb
-    from workbench.embeddings import embed_project
+    from workbench.train.embeddings import embed_project
 
     print(neu.machine_line(sys.argv), flush=True)
     table = neu.manifest(args.data)

@@ -121,7 +121,7 @@ def neu_sets(data: Path, train: int, test: int, seed: int, work: Path):
 
 # -- measurements ----------------------------------------------------------------------------
 def test_map(truth: pd.DataFrame, pred: pd.DataFrame, paths: list[str]) -> dict[str, float]:
-    from workbench.analysis.detection_metrics import detection_map, mean_ap
+    from workbench.metrics.detection_metrics import detection_map, mean_ap
 
     truth = truth.assign(sample_id=truth["filepath"])
     pred = pred.assign(sample_id=pred["filepath"])

@@ -15,7 +15,7 @@ of each kind, seeded:
 (e) 20 % of (b) mixed into (a).
 
 Each batch is checked with ``wb.drift`` (alpha 1 %) and with the baseline
-:func:`workbench.analysis.drift_tests.camera_monitor_test` (Welch t-tests on mean
+:func:`workbench.metrics.drift_tests.camera_monitor_test` (Welch t-tests on mean
 brightness and contrast, alpha 1 %), in the same run on the same batches.
 Goals: false alarms on (a) <= 2 %, detection >= 95 % on (b)-(d); (e) is reported.
 """
@@ -58,7 +58,7 @@ def variants(paths: list[str], folder: Path, kind: str) -> list[str]:
 def properties(paths: list[str]) -> pd.DataFrame:
     from PIL import Image
 
-    from workbench.analysis.drift_tests import image_properties
+    from workbench.metrics.drift_tests import image_properties
 
     rows = []
     for path in paths:
@@ -77,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     root = throwaway_home("loupe-bench-drift-")
     import workbench as wb
-    from workbench.analysis.drift_tests import camera_monitor_test
+    from workbench.metrics.drift_tests import camera_monitor_test
 
     print(machine_line(sys.argv))
     table = manifest(args.data)

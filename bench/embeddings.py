@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from workbench.backbones import DEFAULT_BACKBONE, create_backbone, preprocess
-from workbench.embeddings import EmbeddingCache, _backbone, embed_paths
+from workbench.train.backbones import DEFAULT_BACKBONE, create_backbone, preprocess
+from workbench.train.embeddings import EmbeddingCache, _backbone, embed_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "neu_surface_defect"

@@ -55,7 +55,7 @@ def mistakenness_flags(project, probs: np.ndarray, classes: list[str],
     """FiftyOne Brain's mistakenness of each sample (flag > 0.5, and the score itself)."""
     import fiftyone.brain as fob
 
-    from workbench import store
+    from workbench.store import _db as store
 
     store.set_predictions(project.dataset, "baseline", {
         sid: {"label": classes[int(row.argmax())], "confidence": float(row.max()),
@@ -163,7 +163,7 @@ def main() -> None:
         sys.exit(f"no data folder {ARGS.data} (see its SOURCE.md)")
     root = neu.throwaway_home("loupe-bench-issues-")
     import workbench as wb
-    from workbench.embeddings import embed_project
+    from workbench.train.embeddings import embed_project
 
     print(neu.machine_line(sys.argv), flush=True)
     table = neu.manifest(ARGS.data)

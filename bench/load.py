@@ -62,7 +62,7 @@ out.write_text(json.dumps(latencies))
 OPEN = r"""
 import json, sys, time
 import workbench as wb
-from workbench.settings import fiftyone
+from workbench.config import fiftyone
 start = time.perf_counter()
 fiftyone().list_datasets()  # import FiftyOne and connect: paid once per process
 connected = time.perf_counter()
@@ -110,7 +110,7 @@ def labelling_run(n: int, *, samples: int, seconds: float, tmp: Path) -> dict:
 
 
 def _inconsistent(project) -> int:
-    from workbench.labels import DISPUTED_TAG, consensus
+    from workbench.store.labels import DISPUTED_TAG, consensus
 
     bad = 0
     for doc in project.dataset._sample_collection.find({}, {"annotations": 1,
@@ -130,8 +130,8 @@ def size_run(size: int, *, tmp: Path) -> dict:
     from PIL import Image
 
     import workbench as wb
-    from workbench import store
-    from workbench.labels import Annotation, now
+    from workbench.store import _db as store
+    from workbench.store.labels import Annotation, now
 
     name = f"size-{size}"
     p = wb.Project.create(name, classes=CLASSES, overwrite=True)

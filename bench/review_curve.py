@@ -53,7 +53,7 @@ def scenario(name: str, rows: pd.DataFrame, truth: np.ndarray, held: pd.DataFram
     """Flip labels, import (with the clean held-out images), train on the noisy ones,
     simulate; print the table and return the 10 % figures."""
     import workbench as wb
-    from workbench.review_budget import review_curve
+    from workbench.improve.review_curve import review_curve
 
     rng = np.random.default_rng([args.seed, 17])
     noisy, flipped = flip_labels(truth, args.noise, rng)

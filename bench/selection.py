@@ -9,14 +9,16 @@ and revealed (annotated by ``oracle``) only for the images a strategy chooses. A
 stratified held-out split (``--held-out`` images, seed 1234) is never chosen; the rest is the
 pool. For each seed and each label budget (12, 24, 48, 96, then 144, 192, 288 to find where
 0.95 is reached) every strategy is scored the same way: a probe head (logistic regression,
-:func:`workbench.probe.fit_head`) on frozen ``tf_efficientnet_lite0`` embeddings at
+:func:`workbench.train.classification.probe.fit_head`) on frozen ``tf_efficientnet_lite0``
+embeddings at
 ``--image-size`` px, fitted on the chosen images, accuracy on the held-out split.
 
 - ``random``: the first ``b`` images of a seeded permutation of the pool.
 - ``loupe``: ``wb.suggest_labels(p, n=12, strategy="cover", seed=seed, view=pool)`` for the
   first 12 (TypiClust); then every round asks
   ``wb.suggest_labels(p, n=<round>, strategy="active", seed=seed, view=pool)`` without
-  a model: it fits the same probe head (:func:`workbench.probe.fit_head`) on the images
+  a model: it fits the same probe head (:func:`workbench.train.classification.probe.fit_head`) on
+  the images
   labelled so far and picks a diverse batch of the most uncertain. A round is at most
   ``--round`` images (12: an inspector's sitting) up to 96 labels, the budget step after
   that. ``loupe, budget-step rounds``: the same with one round per budget step (12, 24, 48
@@ -68,7 +70,7 @@ class Scorer:
         self.y_held = np.array([classes.index(truth[s]) for s in held])
 
     def __call__(self, chosen: list[str]) -> float:
-        from workbench.probe import fit_head, head_probabilities
+        from workbench.train.classification.probe import fit_head, head_probabilities
 
         x = np.stack([self.vectors[s] for s in chosen])
         y = np.array([self.classes.index(self.truth[s]) for s in chosen])
@@ -87,7 +89,7 @@ def reveal(project, sample_ids: list[str], truth: dict[str, str]) -> None:
 
 def loupe_run(project, pool_view, truth: dict[str, str], score: Scorer, seed: int,
               image_size: int, round_size: int, counters: dict[str, int]) -> list[float]:
-    from workbench.selection import suggest_labels
+    from workbench.improve.selection import suggest_labels
 
     chosen: list[str] = []
     accuracy = []
@@ -144,7 +146,7 @@ def main() -> None:
     root = throwaway_home("loupe-bench-selection-")
     print(machine_line(sys.argv))
     import workbench as wb
-    from workbench.embeddings import embed_project
+    from workbench.train.embeddings import embed_project
 
     start = time.perf_counter()
     rows = manifest(args.data)[["filepath", "label"]]

@@ -47,7 +47,7 @@ from neu import machine_line, throwaway_home
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
-POOLS = 3  # workbench.serving.DEFAULT_POOLS: review 2, report 1
+POOLS = 3  # workbench.deploy.serve.DEFAULT_POOLS: review 2, report 1
 
 
 def build_project(name: str, per_class: int) -> None:
@@ -116,7 +116,7 @@ def visit(base: str, page: str, close: bool) -> int:
 
 def stock_voila(name: str, port: int) -> list[str]:
     """The command of stock Voila on the dashboards, as Loupe served them before issue 20."""
-    from workbench.serving import CONFIG, DASHBOARDS, TEMPLATE
+    from workbench.deploy.serve import CONFIG, DASHBOARDS, TEMPLATE
 
     return [sys.executable, "-m", "voila", str(DASHBOARDS), f"--port={port}", "--no-browser",
             "--Voila.ip=127.0.0.1", f"--template={TEMPLATE}", "--strip_sources=True",
@@ -127,7 +127,7 @@ def baseline(name: str, root: Path, visits: int, pages: list[str]) -> tuple[floa
     """Stock Voila after ``visits`` visits: (kernels per visit, GiB per visit)."""
     from browser_support import free_port, stop, wait_for_server
 
-    from workbench.serving import voila_env
+    from workbench.deploy.serve import voila_env
 
     port = free_port()
     base = f"http://127.0.0.1:{port}/"

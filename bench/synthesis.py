@@ -49,7 +49,7 @@ def scores(version, vectors: np.ndarray, truth: np.ndarray, target: str) -> tupl
     """Target recall and macro F1 of the version's probe head on real held-back images."""
     from sklearn.metrics import f1_score, recall_score
 
-    from workbench.probe import head_probabilities
+    from workbench.train.classification.probe import head_probabilities
 
     head = version.classifier.members[0][1]
     predicted = np.array(version.classes)[head_probabilities(head, vectors).argmax(1)]
@@ -60,7 +60,7 @@ def scores(version, vectors: np.ndarray, truth: np.ndarray, target: str) -> tupl
 def scenario(name: str, rows: pd.DataFrame, target: str, base: str, painter: str | None,
              args: argparse.Namespace, source) -> None:
     import workbench as wb
-    from workbench.embeddings import EmbeddingCache
+    from workbench.train.embeddings import EmbeddingCache
 
     root = Path(wb.Project.open(source.name).folder)
     results: dict[str, list[tuple[float, float]]] = {m: [] for m in METHODS}
@@ -124,7 +124,7 @@ def main() -> None:
     print(machine_line(sys.argv))
     import workbench as wb
     from workbench.demo import create_demo_project
-    from workbench.embeddings import embed_project
+    from workbench.train.embeddings import embed_project
 
     start = time.perf_counter()
     if args.only in (None, "neu"):

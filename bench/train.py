@@ -91,7 +91,7 @@ def main() -> None:
     os.environ["FIFTYONE_DATABASE_DIR"] = str(root / "db")
     os.environ["LOUPE_HOME"] = str(root / "home")
     import workbench as wb  # after the environment points at the throwaway folders
-    from workbench.embeddings import embed_project
+    from workbench.train.embeddings import embed_project
 
     print(f"machine: {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} "
           f"GiB; command: {' '.join(sys.argv)}", flush=True)

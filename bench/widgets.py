@@ -4,7 +4,7 @@ stored relabel, and how fast the thumbnail cache is built.
 Usage: ``python bench/widgets.py [--data ../shared/data/neu_surface_defect] [--repeats 5]
 [--keys 20]``
 
-1. Thumbnail cache of the NEU set (1,799 images): ``workbench.thumbnails.build_cache``
+1. Thumbnail cache of the NEU set (1,799 images): ``workbench.store.thumbnails.build_cache``
    (threads, atomic cache files) against Pillow's plain loop (``open``, ``thumbnail``,
    ``save`` as JPEG), both writing 96 px JPEGs into empty folders, files read once before
    timing; best of three rounds each; ratio of the rates.
@@ -49,7 +49,7 @@ def pillow_loop(paths: list[str], folder: Path) -> float:
 
 
 def loupe_build(paths: list[str], folder: Path, workers: int | None) -> float:
-    from workbench.thumbnails import build_cache
+    from workbench.store.thumbnails import build_cache
 
     start = time.perf_counter()
     failed = build_cache(paths, size=SIZE, cache_dir=folder, workers=workers)

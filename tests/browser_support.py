@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +21,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOTS = REPO_ROOT / "docs" / "img"
+#: Where browser tests leave their screenshots: a temporary folder, or the folder named by
+#: ``$LOUPE_SCREENSHOTS`` (``make screenshots`` sets it to ``docs/img``).
+SCREENSHOTS = REPO_ROOT / os.environ.get(
+    "LOUPE_SCREENSHOTS", str(Path(tempfile.gettempdir()) / f"loupe-screenshots-{os.getuid()}"))
 SERVER_TIMEOUT_S = 180
 
 

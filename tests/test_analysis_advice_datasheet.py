@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.analysis.advice import data_advice, learning_curve
-from workbench.analysis.datasheet import alpha_reading, render_datasheet
+from workbench.metrics.advice import data_advice, learning_curve
+from workbench.metrics.datasheet import alpha_reading, render_datasheet
 
 CLASSES = ["crack", "dent", "scratch", "stain", "rust", "ok"]
 HARD, NEIGHBOUR = "dent", "crack"

@@ -9,10 +9,14 @@ import pandas as pd
 import pytest
 from cleanlab.outlier import OutOfDistribution
 
-from workbench.analysis import duplicates as duplicates_module
-from workbench.analysis.agreement import annotator_agreement
-from workbench.analysis.duplicates import EXACT_DISTANCE, MAX_DEFAULT_THRESHOLD, find_duplicates
-from workbench.analysis.outliers import outlier_scores
+from workbench.metrics import duplicates as duplicates_module
+from workbench.metrics.agreement import annotator_agreement
+from workbench.metrics.duplicates import (
+    EXACT_DISTANCE,
+    MAX_DEFAULT_THRESHOLD,
+    find_duplicates,
+)
+from workbench.metrics.outliers import outlier_scores
 
 CLASSES = ["A", "B", "C", "D"]
 

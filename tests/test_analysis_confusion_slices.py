@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.analysis import (
+from workbench.metrics import (
     class_report,
     confusion_cell,
     confusion_matrix,

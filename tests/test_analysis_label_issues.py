@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.analysis import knn_probabilities, probe_probabilities, rank_label_issues
+from workbench.metrics import knn_probabilities, probe_probabilities, rank_label_issues
 
 CLASSES = ["ok", "scratch", "dent", "pit"]
 

@@ -55,6 +55,7 @@ def flipped(demo, tmp_path_factory):
 
 
 # -- confusion and classes ----------------------------------------------------------------
+@pytest.mark.slow
 def test_confusion_counts_every_held_out_sample_in_class_order(demo):
     p, mv = demo
     matrix = wb.confusion(p, mv)
@@ -130,6 +131,7 @@ def wb_field(name):
 
 
 # -- label issues -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_planted_label_flips_rank_at_the_top(flipped):
     p, mv, planted, wrong = flipped
     issues = wb.label_issues(p, mv)
@@ -144,6 +146,7 @@ def test_planted_label_flips_rank_at_the_top(flipped):
     assert "label_issues_v1" in set(p.analysis_runs()["key"])
 
 
+@pytest.mark.slow
 def test_identical_images_with_conflicting_labels_are_issues_and_duplicates(flipped):
     p, mv, _, _ = flipped
     pairs = wb.near_duplicates(p)

@@ -13,11 +13,11 @@ import pytest
 from images_factory import write_image
 
 import workbench as wb
-from workbench import store
-from workbench.archive import ArchiveError
-from workbench.labelbook import define_label, label_book
-from workbench.project import Project, ProjectError
-from workbench.settings import projects_dir
+from workbench.config import projects_dir
+from workbench.store import _db as store
+from workbench.store.archive import ArchiveError
+from workbench.store.labelbook import define_label, label_book
+from workbench.store.project import Project, ProjectError
 
 NAME = f"arch-src-{os.getpid()}"
 

@@ -9,7 +9,7 @@ from PIL import Image
 from skimage import data
 from torch import nn
 
-from workbench.backbones import (
+from workbench.train.backbones import (
     BackboneUnavailableError,
     _copy_in_order,
     create_backbone,

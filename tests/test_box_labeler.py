@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import fiftyone as fo
 import pytest
 from images_factory import write_image
 
 import workbench as wb
+from widgets._base import STATIC
 from workbench import ProjectError
 
-BOX_LABELER_JS = Path(__file__).resolve().parents[1] / "widgets" / "static" / "box_labeler.js"
+BOX_LABELER_JS = STATIC / "box_labeler.js"
 CLASSES = ["scratch", "dent"]
 FIRST = [{"label": "dent", "bounding_box": [0.1, 0.2, 0.3, 0.4]},
          {"label": "scratch", "bounding_box": [0.5, 0.5, 0.25, 0.125]}]
@@ -49,8 +49,8 @@ def _coords(boxes) -> list[tuple]:
 
 
 def test_shows_the_image_and_its_consensus_boxes(det):
-    from widgets.box_labeler import BoxLabeler
-    from widgets.palette import label_colors
+    from widgets._base.palette import label_colors
+    from widgets.label.box_labeler import BoxLabeler
 
     p, ids = det
     w = BoxLabeler(p, ids, annotator="alice")
@@ -77,7 +77,7 @@ def test_shows_the_image_and_its_consensus_boxes(det):
 
 
 def test_save_appends_the_box_set_to_the_history_and_moves_on(det):
-    from widgets.box_labeler import BoxLabeler
+    from widgets.label.box_labeler import BoxLabeler
 
     p, ids = det
     w = BoxLabeler(p, ids, annotator="alice", review=True)
@@ -116,7 +116,7 @@ def test_save_appends_the_box_set_to_the_history_and_moves_on(det):
 
 
 def test_an_invalid_box_is_shown_and_nothing_is_stored(det):
-    from widgets.box_labeler import BoxLabeler
+    from widgets.label.box_labeler import BoxLabeler
 
     p, ids = det
     w = BoxLabeler(p, ids, annotator="alice")
@@ -147,7 +147,7 @@ def test_an_invalid_box_is_shown_and_nothing_is_stored(det):
 
 
 def test_prefills_suggestions_from_the_prediction_field(det):
-    from widgets.box_labeler import BoxLabeler
+    from widgets.label.box_labeler import BoxLabeler
 
     p, ids = det
     dataset = p.dataset
@@ -189,7 +189,7 @@ def test_prefills_suggestions_from_the_prediction_field(det):
 
 
 def test_rejects_what_it_cannot_label(det, project):
-    from widgets.box_labeler import BoxLabeler
+    from widgets.label.box_labeler import BoxLabeler
 
     p, ids = det
     with pytest.raises(ProjectError, match="needs a detection project"):

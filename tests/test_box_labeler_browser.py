@@ -4,7 +4,7 @@ The mouse draws, resizes and deletes boxes, number keys set classes, the wheel z
 Shift+drag pans, pre-filled suggestions are corrected and Enter saves; the box history
 (read from this process, which shares the session's throwaway database with the Voila
 kernel) must then hold the expected box sets. Leaves a screenshot in
-``docs/img/widgets/box_labeler.png``.
+``widgets/box_labeler.png`` under ``browser_support.SCREENSHOTS``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import fiftyone as fo
 import numpy as np
 import pytest
 from browser_support import (
-    REPO_ROOT,
+    SCREENSHOTS,
     free_port,
     launch,
     log_tail,
@@ -31,7 +31,7 @@ import workbench as wb
 
 pytestmark = pytest.mark.browser
 
-SHOT = REPO_ROOT / "docs" / "img" / "widgets" / "box_labeler.png"
+SHOT = SCREENSHOTS / "widgets" / "box_labeler.png"
 RENDER_TIMEOUT_MS = 150_000
 STORE_TIMEOUT_S = 20
 TOLERANCE = 0.02  # relative; a few pixels of the 512 px stage
@@ -132,13 +132,14 @@ class Stage:
             ".loupe-boxes .loupe-boxes-box", "rects => rects.map(r => r.dataset.label)")
 
 
+@pytest.mark.slow
 def test_draw_relabel_resize_delete_zoom_and_save_reach_the_box_history(det, tmp_path):
     require_chromium()
     from playwright.sync_api import sync_playwright
 
     p, ids = det
     notebook = write_notebook(tmp_path / "boxes.ipynb", [
-        "import workbench as wb\nfrom widgets.box_labeler import BoxLabeler\n"
+        "import workbench as wb\nfrom widgets.label.box_labeler import BoxLabeler\n"
         f"p = wb.Project.open({p.name!r})",
         f"BoxLabeler(p, {ids!r}, annotator={WHO!r}, model='v1')",
     ])

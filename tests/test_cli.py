@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from images_factory import write_image
+
+pytestmark = pytest.mark.slow  # subprocesses, servers or notebooks
 
 
 def loupe(*args: str) -> subprocess.CompletedProcess:

@@ -3,8 +3,8 @@
 Runs the real command in a subprocess (it builds the demo project into the session's
 throwaway database, set up by ``conftest.py``, then serves the dashboards folder with Voila
 on 127.0.0.1, without preheated kernels here) and drives
-Debian's chromium through Playwright. Leaves a screenshot in ``docs/img/dashboard.png``
-for the README.
+Debian's chromium through Playwright. Leaves a screenshot ``dashboard.png`` in
+``browser_support.SCREENSHOTS`` (``make screenshots``: for the README).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 import pytest
 from browser_support import (
     REPO_ROOT,
+    SCREENSHOTS,
     launch,
     log_tail,
     require_chromium,
@@ -24,7 +25,7 @@ from browser_support import (
 )
 from browser_support import free_port as _free_port
 
-SCREENSHOT = REPO_ROOT / "docs" / "img" / "dashboard.png"
+SCREENSHOT = SCREENSHOTS / "dashboard.png"
 RENDER_TIMEOUT_S = 120
 
 pytestmark = pytest.mark.browser
@@ -47,12 +48,13 @@ def dashboard_url(tmp_path):
         stop(proc)
 
 
+@pytest.mark.slow
 def test_main_dashboard_renders_thumbnails(dashboard_url):
     require_chromium()
     from playwright.sync_api import sync_playwright
 
     from widgets import ProjectOverview
-    from workbench.demo_render import CLASSES
+    from workbench.demo.render import CLASSES
 
     url, log = dashboard_url
     per_class = inspect.signature(ProjectOverview).parameters["per_class"].default

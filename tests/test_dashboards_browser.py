@@ -23,7 +23,7 @@ from browser_support import (
     serve,
 )
 
-from workbench import store
+from workbench.store import _db as store
 
 pytestmark = pytest.mark.browser
 
@@ -39,7 +39,7 @@ def dashboard_project():
     check (report plots the history)."""
     import workbench as wb
     from workbench.demo import create_demo_project
-    from workbench.monitoring import drift
+    from workbench.monitor.drift import drift
 
     p = create_demo_project(f"dash-browser-{os.getpid()}", n_per_class=10, seed=1,
                             overwrite=True)
@@ -99,6 +99,7 @@ def _wait_entry(project, annotator: str) -> dict:
     pytest.fail(f"no decision by {annotator!r} reached the store within {STORE_TIMEOUT_S} s")
 
 
+@pytest.mark.slow
 def test_landing_page_links_the_dashboards_offline(server, browser):
     url, _ = server
     external: list[str] = []
@@ -111,6 +112,7 @@ def test_landing_page_links_the_dashboards_offline(server, browser):
     assert external == []
 
 
+@pytest.mark.slow
 def test_two_inspectors_review_concurrently_from_the_keyboard(dashboard_project, server,
                                                              browser):
     url, log = server
@@ -152,6 +154,7 @@ def test_two_inspectors_review_concurrently_from_the_keyboard(dashboard_project,
     assert fonts_ok
 
 
+@pytest.mark.slow
 def test_report_renders_every_section_offline(server, browser):
     url, log = server
     external: list[str] = []

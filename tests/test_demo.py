@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 from scipy import ndimage
 
 from workbench.demo import ANNOTATORS, CONFUSED_PAIR, DUPLICATES, demo_table
-from workbench.demo_render import CLASSES, render_casing
+from workbench.demo.render import CLASSES, render_casing
 
 
 def test_demo_project_has_the_promised_shape(demo_project):
@@ -47,6 +48,7 @@ def _pit_strength(pixels: np.ndarray) -> float:
     return float(np.percentile(background - grey, 99.9) / (grey.mean() + 1e-6))
 
 
+@pytest.mark.slow
 def test_pit_marks_are_faint_in_dim_light():
     def margin(lighting: str) -> float:
         rng = np.random.default_rng(11)
@@ -94,7 +96,7 @@ def _iou(a: list[float], b: list[float]) -> float:
 
 
 def test_defect_boxes_surround_what_the_painter_changed():
-    from workbench.demo_render import render_casing_with_boxes
+    from workbench.demo.render import render_casing_with_boxes
 
     for label in CLASSES[1:]:
         for seed in range(4):

@@ -11,7 +11,7 @@ import pytest
 from images_factory import write_image
 
 import workbench as wb
-from workbench.box_io import read_voc
+from workbench.store.ingest.voc_coco import read_voc
 
 NEU = Path("/work/shared/data/neu_surface_defect")
 SIZE = (80, 60)  # width, height of the generated images

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.analysis import detection_metrics as dm
+from workbench.metrics import detection_metrics as dm
 
 GT = ["sample_id", "label", "x", "y", "w", "h"]
 

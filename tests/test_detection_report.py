@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 import workbench as wb
-from workbench import store
-from workbench.detection_report import DetectionReport, detection_report
-from workbench.project import ProjectError
+from workbench.analyse.detection import DetectionReport, detection_report
+from workbench.store import _db as store
+from workbench.store.project import ProjectError
 
 N_IMAGES, SIZE = 16, 64
 
@@ -57,6 +57,7 @@ def trained(tmp_path_factory):
     wb.delete_project(name)
 
 
+@pytest.mark.slow
 def test_report_matches_fiftyone_coco_evaluation(trained):
     p, mv = trained
     rep = detection_report(p, mv)

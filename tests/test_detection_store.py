@@ -13,7 +13,7 @@ import pytest
 from images_factory import write_image
 
 import workbench as wb
-from workbench.boxes import box_consensus, check_boxes
+from workbench.store.boxes import box_consensus, check_boxes
 
 CLASSES = ["scratch", "dent"]
 A = {"label": "scratch", "bounding_box": [0.1, 0.2, 0.3, 0.4]}
@@ -185,6 +185,7 @@ print("done")
 """
 
 
+@pytest.mark.slow
 def test_concurrent_writers_from_two_processes_keep_every_entry(steel, tmp_path):
     ids = _ids(steel)[:2]
     go, n = tmp_path / "go", 30
@@ -236,8 +237,8 @@ def test_archive_round_trip_keeps_boxes_and_their_history(steel, tmp_path):
 def test_concurrent_bulk_appends_from_two_threads_keep_every_entry(steel):
     from concurrent.futures import ThreadPoolExecutor
 
-    from workbench import store
-    from workbench.labels import now
+    from workbench.store import _db as store
+    from workbench.store.labels import now
 
     ids, rounds = _ids(steel), 15
 

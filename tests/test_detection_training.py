@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 import workbench as wb
-from workbench.analysis.detection_metrics import detection_map, mean_ap
-from workbench.detection_training import DetectionSettings, fit_detector, train_detector
-from workbench.detector import build_detector
-from workbench.edge import EdgeDetector, EdgePredictor, postprocess_detections
-from workbench.exporter import TOLERANCE, detect_exported, export
+from workbench.deploy.edge import EdgeDetector, EdgePredictor, postprocess_detections
+from workbench.deploy.export import TOLERANCE, detect_exported, export
+from workbench.metrics.detection_metrics import detection_map, mean_ap
+from workbench.train.detection.retinanet import build_detector
+from workbench.train.detection.train import DetectionSettings, fit_detector, train_detector
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("bright", "dark")
@@ -78,6 +78,7 @@ def squares(tmp_path_factory):
     wb.delete_project(p.name)
 
 
+@pytest.mark.slow
 def test_every_labelled_image_gets_out_of_fold_boxes_in_range(squares):
     p, mv = squares
     assert mv.task == "detection" and mv.name == "v1"
@@ -159,6 +160,7 @@ def test_predict_returns_a_box_frame_for_a_view_and_for_files(squares):
     pd.testing.assert_frame_equal(fresh, by_file)
 
 
+@pytest.mark.slow
 def test_onnx_export_agrees_with_the_model(squares, tmp_path):
     p, mv = squares
     path = export(mv, "onnx", tmp_path / "squares.onnx")
@@ -181,7 +183,7 @@ def test_onnx_export_agrees_with_the_model(squares, tmp_path):
     assert np.abs(exported[numbers].to_numpy() - expected[numbers].to_numpy()).max() <= 1e-3
     with pytest.raises(ValueError, match="EdgeDetector"):
         EdgePredictor(path)
-    done = subprocess.run([sys.executable, "-m", "workbench.edge", str(path), paths[0]],
+    done = subprocess.run([sys.executable, "-m", "workbench.deploy.edge", str(path), paths[0]],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     line = json.loads(done.stdout.splitlines()[0])  # the line-side command
     assert done.returncode == 0 and line["filepath"] == paths[0]
@@ -269,7 +271,7 @@ def test_postprocessing_keeps_the_best_of_overlapping_boxes_per_class():
 
 
 def test_default_epochs_give_a_few_dozen_images_enough_steps():
-    from workbench.detection_training import DEFAULT_STEPS, default_epochs
+    from workbench.train.detection.train import DEFAULT_STEPS, default_epochs
 
     assert default_epochs(50, 4) == 30  # 13 steps an epoch: capped at 30
     assert default_epochs(2000, 4) == 12  # large projects keep the floor

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
 import workbench as wb
-from workbench.analysis import drift_tests
 from workbench.demo import demo_table, write_demo_images
+from workbench.metrics import drift_tests
 
 
 # -- pure tests -------------------------------------------------------------------------------

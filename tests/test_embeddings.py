@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workbench.embeddings import (
+from workbench.train.embeddings import (
     EmbeddingCache,
     ImageReadError,
     embed_paths,

@@ -18,9 +18,9 @@ from PIL import Image
 from torch import nn
 
 import workbench as wb
-from workbench.classifier import Classifier
-from workbench.edge import EdgePredictor
-from workbench.exporter import ExportError, export
+from workbench.deploy.edge import EdgePredictor
+from workbench.deploy.export import ExportError, export
+from workbench.train.classification.network import Classifier
 
 PARITY = 1e-4
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +88,7 @@ class _ShapeDependent(nn.Module):
 # ---------------------------------------------------------------- parity with mv.predict
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_edge_predictions_match_model_version(fmt, model_version, exports, image_paths):
     expected = model_version.predict(image_paths, progress=False)
@@ -143,7 +144,7 @@ def _run_python(code: str, cwd: Path) -> dict:
 def test_edge_predictor_imports_neither_torch_nor_fiftyone(exports, image_paths):
     report = _run_python(f"""
         import json, sys
-        from workbench.edge import EdgePredictor
+        from workbench.deploy.edge import EdgePredictor
         labels = [r["label"] for r in EdgePredictor({str(exports["onnx"])!r}).predict(
             {image_paths[:3]!r})]
         print(json.dumps({{"labels": labels, "loaded": [m for m in ("torch", "fiftyone")
@@ -154,7 +155,7 @@ def test_edge_predictor_imports_neither_torch_nor_fiftyone(exports, image_paths)
 
 
 def test_edge_module_runs_copied_alone(exports, image_paths, tmp_path):
-    (tmp_path / "edge.py").write_text((REPO / "workbench" / "edge.py").read_text())
+    (tmp_path / "edge.py").write_text((REPO / "workbench" / "deploy" / "edge.py").read_text())
     report = _run_python(f"""
         import json, sys
         from edge import EdgePredictor
@@ -170,7 +171,7 @@ def test_edge_module_runs_copied_alone(exports, image_paths, tmp_path):
 def test_command_line_prints_one_json_line_per_image(exports, image_paths, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    done = subprocess.run([sys.executable, "-m", "workbench.edge", str(exports["onnx"]),
+    done = subprocess.run([sys.executable, "-m", "workbench.deploy.edge", str(exports["onnx"]),
                            image_paths[0], str(broken)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     lines = [json.loads(line) for line in done.stdout.splitlines()]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or notebooks
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

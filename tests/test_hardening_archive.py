@@ -22,12 +22,12 @@ from bson import json_util
 from images_factory import write_image
 
 import workbench as wb
-from workbench import store
-from workbench.archive import MANIFEST, ArchiveError
+from workbench.config import fiftyone, projects_dir
 from workbench.errors import UnsafePathError
-from workbench.leftovers import partial_path, remove_stale
-from workbench.project import Project, ProjectError
-from workbench.settings import fiftyone, projects_dir
+from workbench.store import _db as store
+from workbench.store.archive import MANIFEST, ArchiveError
+from workbench.store.leftovers import partial_path, remove_stale
+from workbench.store.project import Project, ProjectError
 
 PREFIX = f"harc{os.getpid()}-"
 SRC = PREFIX + "src"
@@ -321,6 +321,7 @@ def _empty_headers(count: int) -> bytes:
     return bytes(out)
 
 
+@pytest.mark.slow
 def test_200000_empty_members_are_refused_by_the_default_limit(source, tmp_path):
     _, archive, _ = source
     members = _members(archive)
@@ -439,7 +440,7 @@ def test_an_image_that_does_not_match_its_sample_keeps_the_old_project(source, t
 
 def test_a_failure_while_swapping_in_leaves_the_old_project_as_it_was(source, tmp_path,
                                                                       monkeypatch):
-    from workbench import archive_restore
+    from workbench.store import archive_restore
 
     _, archive, _ = source
     name = PREFIX + "swap"
@@ -467,18 +468,19 @@ def test_a_failure_while_swapping_in_leaves_the_old_project_as_it_was(source, tm
 
 _KILL_IN_SWAP = """
 import os, signal, sys
-from workbench import archive_restore
+from workbench.store import archive_restore
 real = archive_restore._raw_update
 def die(dataset, update):
     if "$unset" in update and dataset.name == sys.argv[2]:
         os.kill(os.getpid(), signal.SIGKILL)
     real(dataset, update)
 archive_restore._raw_update = die
-from workbench.archive import import_archive
+from workbench.store.archive import import_archive
 import_archive(sys.argv[1], sys.argv[2], overwrite=True)
 """
 
 
+@pytest.mark.slow
 def test_a_restore_killed_while_swapping_in_is_undone_by_the_next_restore(source, tmp_path):
     _, archive, _ = source
     name = PREFIX + "killed"
@@ -523,7 +525,7 @@ def test_loupe_never_replaces_or_deletes_a_dataset_it_did_not_create(source, tmp
     finally:
         fo.delete_dataset(name)
     # what Loupe creates carries the marker; a project made before the marker is still Loupe's
-    from workbench.project import created_by_loupe
+    from workbench.store.ownership import created_by_loupe
 
     made = Project.create(PREFIX + "marked", overwrite=True)
     assert store.project_info(made.dataset)["created_by"] == "loupe"
@@ -539,10 +541,11 @@ def test_loupe_never_replaces_or_deletes_a_dataset_it_did_not_create(source, tmp
 
 
 # -- row 13: a killed export leaves nothing for good ----------------------------------------------
-_EXPORT = ("import sys; from workbench.project import Project; "
+_EXPORT = ("import sys; from workbench.store.project import Project; "
            "Project.open(sys.argv[1]).export_archive(sys.argv[2])")
 
 
+@pytest.mark.slow
 def test_a_killed_export_leaves_no_partial_after_the_next_export(tmp_path):
     p = Project.create(PREFIX + "big", overwrite=True)
     (p.folder / "blob.bin").write_bytes(os.urandom(50 * 2**20))  # slow enough to gzip
@@ -573,7 +576,7 @@ def test_a_killed_export_leaves_no_partial_after_the_next_export(tmp_path):
 def test_only_leftovers_of_finished_processes_are_removed(tmp_path):
     finished = subprocess.run(
         [sys.executable, "-c", "import sys; from pathlib import Path; "
-         "from workbench.leftovers import partial_path; "
+         "from workbench.store.leftovers import partial_path; "
          "p = partial_path(Path(sys.argv[1]), keep_suffix=True); p.write_bytes(b'x'); "
          "print(p)", str(tmp_path / "model.onnx")],
         capture_output=True, text=True, check=True)
@@ -590,12 +593,12 @@ def test_a_model_export_removes_what_a_killed_model_export_left(tmp_path):
     import torch
     from torch import nn
 
-    from workbench.classifier import Classifier
-    from workbench.exporter import export
+    from workbench.deploy.export import export
+    from workbench.train.classification.network import Classifier
 
     killed = subprocess.run(  # a process gone before it could rename its file
         [sys.executable, "-c", "import sys; from pathlib import Path; "
-         "from workbench.leftovers import partial_path; "
+         "from workbench.store.leftovers import partial_path; "
          "partial_path(Path(sys.argv[1]), keep_suffix=True).write_bytes(b'half a model')",
          str(tmp_path / "model.pt")], check=True)
     assert killed.returncode == 0 and len(list(tmp_path.iterdir())) == 1

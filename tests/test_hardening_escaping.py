@@ -17,7 +17,8 @@ import mistune
 import pandas as pd
 import pytest
 
-from workbench.analysis.datasheet import render_datasheet
+from widgets._base import STATIC
+from workbench.metrics.datasheet import render_datasheet
 from workbench.text import escape_html, escape_markdown, escape_plotly
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,10 +160,10 @@ def test_dashboards_pass_data_through_the_helper_and_keep_outputs_empty(notebook
 
 
 def test_widgets_escape_with_the_one_helper():
-    offenders = [str(p.relative_to(REPO)) for p in sorted((REPO / "widgets").glob("*.py"))
+    offenders = [str(p.relative_to(REPO)) for p in sorted((REPO / "widgets").rglob("*.py"))
                  if re.search(r"\bhtml\.escape\(|^import html$", p.read_text(), re.M)]
     assert offenders == [], f"use workbench.text.escape_html in {offenders}"
-    scripts = [str(p.relative_to(REPO)) for p in sorted((REPO / "widgets" / "static").glob("*.js"))
+    scripts = [str(p.relative_to(REPO)) for p in sorted(STATIC.glob("*.js"))
                if re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write",
                             p.read_text())]
     assert scripts == [], f"front-ends must use textContent: {scripts}"

@@ -94,7 +94,7 @@ def _write_images(folder: Path, names: list[str], seed: int) -> list[Path]:
 def _hostile_project(root: Path, name: str):
     """Build the hostile project (two probe versions, a drift check, a label book)."""
     import workbench as wb
-    from workbench.monitoring import drift
+    from workbench.monitor.drift import drift
 
     folder = root / IMPORT_FOLDER
     rows = []

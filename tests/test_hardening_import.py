@@ -19,7 +19,7 @@ import pytest
 from images_factory import write_image
 
 import workbench as wb
-from workbench import images
+from workbench.store.ingest import images
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def test_a_huge_file_is_rejected_before_it_is_read(project, tmp_path):
     assert _bytes_read() - before < 64 * 2**20  # the 2 GiB were never read
     reason = _reasons(report)["huge.jpg"]
     assert "file too large: 2,048.0 MiB exceeds the limit of 128.0 MiB" in reason
-    assert "workbench.images.MAX_FILE_BYTES" in reason
+    assert "workbench.store.ingest.images.MAX_FILE_BYTES" in reason
     assert len(report.added) == 1
     with pytest.raises(images.ImageRejectedError, match=r"exceeds the limit of 0\.0 MiB"):
         images.read_bytes(folder / "good.png", max_bytes=10)  # the limit is a parameter too
@@ -174,7 +174,7 @@ def test_every_skipped_entry_is_reported_with_its_reason(project, tmp_path):
 IMPORT_SCRIPT = r"""
 import sys, time
 import workbench as wb
-from workbench import importer
+from workbench.store.ingest import write as importer
 
 importer.BATCH_SIZE = 5  # insert in small batches, so a kill lands between two of them
 importer.CHUNK = 2
@@ -187,6 +187,7 @@ wb.Project.open(sys.argv[1]).import_folder(sys.argv[2], progress=False)
 """
 
 
+@pytest.mark.slow
 def test_an_import_killed_halfway_leaves_labels_annotate_accepts(project, tmp_path):
     """Row 14: classes are registered before samples, so a kill -9 between two batches
     leaves no sample whose label is not a class."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import workbench as wb
-from workbench.safe_paths import inside, remove_inside
+from workbench.store.safe_paths import inside, remove_inside
 
 
 @pytest.fixture
@@ -57,12 +57,12 @@ def test_inside_resolves_paths_that_stay(folders):
 
 
 def test_every_public_error_is_a_loupe_error():
-    from workbench.archive import ArchiveError
-    from workbench.backbones import BackboneUnavailableError
-    from workbench.box_io import BoxFileError
-    from workbench.exporter import ExportError
-    from workbench.images import ImageReadError, ImageRejectedError
-    from workbench.store import ConcurrentWriteError
+    from workbench.deploy.export import ExportError
+    from workbench.store._db import ConcurrentWriteError
+    from workbench.store.archive import ArchiveError
+    from workbench.store.ingest.images import ImageReadError, ImageRejectedError
+    from workbench.store.ingest.voc_coco import BoxFileError
+    from workbench.train.backbones import BackboneUnavailableError
 
     for error in (wb.ProjectError, ArchiveError, BackboneUnavailableError, BoxFileError,
                   ExportError, ImageReadError, ImageRejectedError, ConcurrentWriteError,

@@ -36,8 +36,9 @@ from browser_support import (
     write_notebook,
 )
 
-from workbench import cli, serving
-from workbench.voila_server import HostPolicy
+from workbench import cli
+from workbench.deploy import serve as serving
+from workbench.deploy.voila_server import HostPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -319,7 +320,7 @@ def test_loupe_serve_puts_the_token_on_no_command_line(empty_project, tmp_path, 
     try:
         wait_for_server(f"http://127.0.0.1:{port}/", proc, log)
         lines = _tree_cmdlines(proc.pid)
-        assert any("workbench.voila_server" in line for line in lines), lines
+        assert any("workbench.deploy.voila_server" in line for line in lines), lines
         assert not [line for line in lines if token in line]
         assert get(port, "/")[0] in (302, 401, 403)  # the token is in force
         assert get(port, f"/?token={token}")[0] == 200

@@ -22,8 +22,8 @@ from images_factory import write_image
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
 import workbench as wb
-from workbench import store
 from workbench.errors import DatabaseUnavailableError
+from workbench.store import _db as store
 
 CLASSES = ["ok", "scratch", "dent"]
 
@@ -53,7 +53,7 @@ monitoring.register(WriteConcerns())  # before FiftyOne makes its client
 
 import workbench as wb
 from workbench.errors import DatabaseUnavailableError
-from workbench.settings import fiftyone
+from workbench.config import fiftyone
 
 images, out = Path(sys.argv[1]), Path(sys.argv[2])
 classes = ["ok", "scratch", "dent"]
@@ -297,8 +297,8 @@ def test_an_unreachable_database_is_a_clear_error_and_nothing_is_stored(labelled
 
 # -- widgets ---------------------------------------------------------------------------------
 def test_widgets_show_an_outage_as_a_message(labelled, monkeypatch):
-    from widgets.grid import LabelingGrid
-    from widgets.source import run_message
+    from widgets._base.source import run_message
+    from widgets.label.grid import LabelingGrid
 
     p = labelled
     sid = p.dataset.values("id")[0]

@@ -21,9 +21,9 @@ import torch
 from images_factory import write_image
 
 import workbench as wb
-from workbench.finetune import STATE_FORMAT, UnusableStateWarning
-from workbench.run_lock import RunInProgressError, acquire, release
-from workbench.training import RunInProgressError as ExportedRunInProgressError
+from workbench.train.classification.finetune import STATE_FORMAT, UnusableStateWarning
+from workbench.train.classification.train import RunInProgressError as ExportedRunInProgressError
+from workbench.train.run_lock import RunInProgressError, acquire, release
 
 TRAIN = {"backbone": "test_efficientnet", "weights": None, "mode": "finetune", "folds": 2,
          "epochs": 2, "image_size": 32, "progress": False}
@@ -164,7 +164,7 @@ import sys, time
 from pathlib import Path
 import torch.nn.functional as F
 import workbench as wb
-from workbench.training import RunInProgressError
+from workbench.train.classification.train import RunInProgressError
 
 name, folder, me = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 real_loss = F.cross_entropy
@@ -185,6 +185,7 @@ else:
 """
 
 
+@pytest.mark.slow
 def test_two_identical_trainings_at_once_one_trains_the_other_is_refused(tiny, tmp_path):
     script = RACE_SCRIPT.replace("**TRAIN", ", ".join(f"{k}={v!r}" for k, v in TRAIN.items()))
     processes = [subprocess.Popen([sys.executable, "-c", script, tiny.name, str(tmp_path), me],
@@ -214,7 +215,7 @@ def test_two_identical_trainings_at_once_one_trains_the_other_is_refused(tiny, t
 HOLD_SCRIPT = r"""
 import sys, time
 from pathlib import Path
-from workbench.run_lock import acquire
+from workbench.train.run_lock import acquire
 acquire(Path(sys.argv[1]), what="testing")
 print("held", flush=True)
 time.sleep(600)

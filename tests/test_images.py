@@ -7,7 +7,7 @@ import pytest
 from images_factory import png_with_declared_size, truncated_copy, write_image
 from PIL import Image
 
-from workbench.images import ImageRejectedError, check_image, read_bytes
+from workbench.store.ingest.images import ImageRejectedError, check_image, read_bytes
 
 
 def reason(path) -> str:

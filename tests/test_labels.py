@@ -1,6 +1,6 @@
 """The consensus rule: majority of each annotator's latest label; ties keep the old one."""
 
-from workbench.labels import consensus
+from workbench.store.labels import consensus
 
 
 def h(*pairs):

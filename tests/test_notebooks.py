@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses, servers or notebooks
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 TUTORIALS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT_S = 600
@@ -55,7 +57,7 @@ def test_tutorial_runs_top_to_bottom(path, monkeypatch):
 
 
 def test_serve_command_binds_localhost_with_preheated_pools():
-    from workbench.serving import TEMPLATES, voila_command, voila_env
+    from workbench.deploy.serve import TEMPLATES, voila_command, voila_env
 
     command = voila_command(port=8899)
     assert str(NOTEBOOKS / "dashboards") in command
@@ -79,7 +81,7 @@ def test_serve_command_binds_localhost_with_preheated_pools():
     ({"pools": {"review.ipynb": -1}}, "pool size"),
 ])
 def test_serve_command_rejects_bad_arguments(kwargs, match):
-    from workbench.serving import voila_command
+    from workbench.deploy.serve import voila_command
 
     with pytest.raises(ValueError, match=match):
         voila_command(**kwargs)

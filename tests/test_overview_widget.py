@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workbench import thumbnails
+from workbench.store import thumbnails
 
 N_PER_CLASS = 4
 
@@ -189,6 +189,7 @@ def test_unreadable_image_shows_placeholder(overview_project, monkeypatch):
     assert html.count('class="loupe-thumb"') == 2 * len(overview_project.classes) - 1
 
 
+@pytest.mark.slow
 def test_dashboard_notebook_explains_a_missing_project(monkeypatch):
     import nbformat
     from nbclient import NotebookClient

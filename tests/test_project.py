@@ -201,6 +201,7 @@ def class_folder_root(tmp_path):
     return tmp_path / "imgs"
 
 
+@pytest.mark.slow
 def test_history_survives_reopen_in_a_new_process(project, tmp_path):
     report = project.import_folder(class_folder_root(tmp_path), progress=False)
     project.add_class("scratch")

@@ -1,6 +1,6 @@
 """Concurrent labelers on one project: no history entry and no consensus update is lost.
 
-The consensus rule replayed here is the store's guarantee (``workbench.store.append_history``):
+The consensus rule replayed here is the store's guarantee (``workbench.store._db.append_history``):
 a sample's ``ground_truth`` is the replay of its history in the order the entries were
 stored, ``label_k, disputed_k = consensus(history[:k], label_{k-1})`` (one entry per write
 here), so a tie keeps the consensus that was in force before the tying entry.
@@ -19,8 +19,8 @@ from bson import ObjectId
 from images_factory import write_image
 
 import workbench as wb
-from workbench import store
-from workbench.labels import DISPUTED_TAG, consensus, now
+from workbench.store import _db as store
+from workbench.store.labels import DISPUTED_TAG, consensus, now
 
 CLASSES = ["ok", "scratch", "dent"]
 RELABELS = 300
@@ -86,6 +86,7 @@ def labelled(tmp_path):
     wb.delete_project(name)
 
 
+@pytest.mark.slow
 def test_two_processes_relabelling_the_same_samples_lose_nothing(labelled, tmp_path):
     p = labelled
     ids_file, go_file = tmp_path / "ids.txt", tmp_path / "go"

@@ -14,7 +14,8 @@ import pytest
 from images_factory import write_image
 
 import workbench as wb
-from workbench import store, training
+from workbench.store import _db as store
+from workbench.train.classification import train as training
 
 #: A tiny random network (timm's test model): the crash points matter here, not accuracy.
 TRAIN = {"backbone": "test_efficientnet", "weights": None, "mode": "finetune", "folds": 2,
@@ -80,6 +81,7 @@ def small(tmp_path):
     wb.delete_project(name)
 
 
+@pytest.mark.slow
 def test_training_killed_mid_epoch_and_mid_checkpoint_write_resumes(small, tmp_path,
                                                                     monkeypatch):
     p = small
@@ -123,7 +125,7 @@ def test_training_killed_mid_epoch_and_mid_checkpoint_write_resumes(small, tmp_p
 IMPORT_SCRIPT = r"""
 import sys, time
 import workbench as wb
-from workbench import importer
+from workbench.store.ingest import write as importer
 
 importer.BATCH_SIZE = 5  # insert in small batches, so a kill lands between two of them
 real_check = importer.check_image
@@ -136,6 +138,7 @@ wb.Project.open(sys.argv[1]).import_folder(sys.argv[2], progress=False)
 """
 
 
+@pytest.mark.slow
 def test_import_killed_halfway_then_rerun_adds_exactly_the_missing_files(small, tmp_path):
     p = small
     folder = tmp_path / "batch"

@@ -20,9 +20,9 @@ from images_factory import jpeg_bytes, png_with_declared_size, write_image
 from PIL import Image
 
 import workbench as wb
-from workbench import store
-from workbench.images import ImageRejectedError, check_image, read_rgb
-from workbench.safe_csv import escape_formulas, write_csv
+from workbench.store import _db as store
+from workbench.store.ingest.images import ImageRejectedError, check_image, read_rgb
+from workbench.store.ingest.safe_csv import escape_formulas, write_csv
 
 SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -102,6 +102,7 @@ def test_any_mutated_image_is_accepted_whole_or_rejected_with_a_reason(fmt, muta
 @given(files=st.lists(st.tuples(st.sampled_from([".png", ".jpg", ".jpeg", ".bmp", ".txt", ""]),
                                 st.sampled_from(["png", "jpeg", "random", "empty"]),
                                 mutations), min_size=1, max_size=4))
+@pytest.mark.slow
 def test_importing_hostile_files_never_fails_and_touches_nothing_stored(base, tmp_path_factory,
                                                                          files):
     folder = tmp_path_factory.mktemp("hostile")

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from workbench.analysis.review_sim import eval_split, simulate_review
-from workbench.review_budget import ReviewCurve, review_curve
+from workbench.improve.review_curve import ReviewCurve, review_curve
+from workbench.metrics.review_sim import eval_split, simulate_review
 
 NOISE = 0.1
 
@@ -98,13 +98,14 @@ def noisy_demo():
 
 
 def _stored(p):
-    from workbench import store
+    from workbench.store import _db as store
 
     frame = p.to_pandas()
     lengths = {s: len(h) for s, h in store.histories(p.dataset, list(frame["sample_id"])).items()}
     return list(frame["label"]), lengths, list(p.analysis_runs()["key"])
 
 
+@pytest.mark.slow
 def test_review_curve_leaves_labels_untouched_and_loupe_beats_random(noisy_demo):
     p, mv, original, _ = noisy_demo
     before = _stored(p)
@@ -221,7 +222,7 @@ def test_oracle_field_and_bad_inputs(noisy_demo):
 def test_review_curve_widget_runs_and_draws(noisy_demo):
     import plotly.graph_objects as go
 
-    from widgets.review_curve import ReviewCurve as Widget
+    from widgets.improve.review_curve import ReviewCurve as Widget
 
     p, mv, original, flipped = noisy_demo
     widget = Widget(p, mv.name, original, budgets=(0.1, 0.2), seeds=1,

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from workbench.analysis.coverage import (
+from workbench.improve.selection import RUN_KEY, next_to_label, suggest_labels
+from workbench.metrics.coverage import (
     disagreement_scores,
     diverse_top,
     greedy_by_score,
@@ -23,8 +24,7 @@ from workbench.analysis.coverage import (
     typical_clusters,
     typicality,
 )
-from workbench.project import Project, ProjectError, delete_project
-from workbench.selection import RUN_KEY, next_to_label, suggest_labels
+from workbench.store.project import Project, ProjectError, delete_project
 
 SIZE = 64
 
@@ -87,7 +87,7 @@ def test_cover_without_slices_goes_to_groups_no_labelled_image_covers(pool):
     frame = pick.to_frame()
     assert frame["reason"].str.contains("with no labelled image").all()
     assert (frame["score"] > 0).all()
-    from workbench.embeddings import embed_project
+    from workbench.train.embeddings import embed_project
 
     emb = embed_project(p, image_size=SIZE, progress=False)
     unit = emb.vectors / np.linalg.norm(emb.vectors, axis=1, keepdims=True)
@@ -127,7 +127,7 @@ def test_a_second_copy_of_an_image_is_skipped_not_suggested(pool):
 
 
 def test_suggestion_opens_in_the_labeling_grid_in_rank_order(pool):
-    from widgets.grid import LabelingGrid
+    from widgets.label.grid import LabelingGrid
 
     p = pool["p"]
     pick = suggest_labels(p, n=7, seed=1, image_size=SIZE, write=False)
@@ -154,8 +154,8 @@ def test_active_ranks_what_the_model_is_unsure_about(pool):
 
 
 def test_active_without_a_model_fits_a_head_on_the_labels_so_far(pool, project):
-    from workbench.embeddings import embed_project
-    from workbench.probe import fit_head, head_probabilities
+    from workbench.train.classification.probe import fit_head, head_probabilities
+    from workbench.train.embeddings import embed_project
 
     p = pool["p"]
     pick = suggest_labels(p, n=5, strategy="active", seed=1, image_size=SIZE, write=False)

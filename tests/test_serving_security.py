@@ -11,7 +11,10 @@ import psutil
 import pytest
 from browser_support import free_port, serve
 
-from workbench import cli, serving
+from workbench import cli
+from workbench.deploy import serve as serving
+
+pytestmark = pytest.mark.slow  # subprocesses, servers or notebooks
 
 TRAVERSALS = [
     "/voila/files/../../etc/passwd",

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from workbench.demo_render import render_casing
-from workbench.synthesis import (
+from workbench.demo.render import render_casing
+from workbench.improve.synthesis import (
     PAINTERS,
     Painted,
     augment,

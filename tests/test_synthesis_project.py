@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 import workbench as wb
-from workbench import store
-from workbench.data_analysis import annotations
+from workbench.analyse.data import annotations
 from workbench.demo import create_demo_project
+from workbench.store import _db as store
 
 
 @pytest.fixture
@@ -52,6 +52,7 @@ def test_synthesized_samples_are_tagged_with_their_recipe(casing, method):
     assert wb.synthetic_recipes(casing)[rep.recipe_id]["n"] == 4
 
 
+@pytest.mark.slow
 def test_synthetic_images_train_but_are_never_held_out_and_no_person_annotated_them(casing):
     rep = wb.synthesize(casing, target="pit_mark", n=6, method="procedural", progress=False)
     mv = wb.train(casing, mode="probe", folds=3, image_size=64, progress=False)
@@ -132,6 +133,7 @@ def test_paste_needs_real_images_of_the_target(project, tmp_path):
         wb.synthesize(project, target="pit_mark", method="paste", progress=False)
 
 
+@pytest.mark.slow
 def test_improve_class_retrains_and_compares_on_real_held_out_images_only(casing):
     parent = wb.train(casing, mode="probe", folds=3, image_size=64, progress=False)
     real = len(casing)
@@ -155,7 +157,7 @@ def test_improve_class_retrains_and_compares_on_real_held_out_images_only(casing
 def test_class_comparison_matches_a_hand_count():
     import pandas as pd
 
-    from workbench.analysis.compare import class_comparison
+    from workbench.metrics.compare import class_comparison
 
     compared = pd.DataFrame({
         "given":       ["a", "a", "a", "a", "b", "b"],

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import workbench as wb
-from workbench.finetune import FinetuneSettings
+from workbench.train.classification.finetune import FinetuneSettings
 
 TINY = {"folds": 2, "epochs": 2, "image_size": 64, "progress": False}
 
@@ -120,6 +120,7 @@ def test_versions_are_numbered_and_record_their_parent(project, images_factory):
         project.model("v9")
 
 
+@pytest.mark.slow
 def test_auto_cross_validates_the_candidates_and_records_why(project, images_factory):
     images_factory(project, per_class=4)
     version = wb.train(project, mode="auto", **TINY)
@@ -137,6 +138,7 @@ def test_auto_cross_validates_the_candidates_and_records_why(project, images_fac
     assert np.allclose(fast, version.classifier.predict_files(paths), atol=1e-4)  # same model
 
 
+@pytest.mark.slow
 def test_cancelled_finetune_resumes_to_the_same_model(project, images_factory):
     images_factory(project, per_class=4)  # 3 classes x 4: 6 per fold, one batch per epoch
     options = {**TINY, "mode": "finetune",
@@ -182,6 +184,7 @@ def test_a_single_class_cannot_be_trained(project, images_factory):
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
                     reason="torchrun is installed with torch")
+@pytest.mark.slow
 def test_torchrun_two_processes_train_one_version(project, images_factory):
     images_factory(project, per_class=4)
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
@@ -199,8 +202,8 @@ def test_torchrun_two_processes_train_one_version(project, images_factory):
 
 
 def test_finetune_can_train_only_the_last_part_of_the_body():
-    from workbench.backbones import create_backbone
-    from workbench.finetune import fit
+    from workbench.train.backbones import create_backbone
+    from workbench.train.classification.finetune import fit
 
     body, spec = create_backbone()
     before = {k: v.clone() for k, v in body.state_dict().items()}

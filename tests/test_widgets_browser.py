@@ -2,7 +2,8 @@
 
 Keyboard relabels in the page must reach the store (checked from this process, which shares
 the session's throwaway database with the servers' kernels), and a click on a confusion
-cell must fill the drill-down grid. Screenshots of each widget go to ``docs/img/widgets``.
+cell must fill the drill-down grid. Screenshots of each widget go to ``widgets/`` under
+``browser_support.SCREENSHOTS``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from browser_support import (
-    REPO_ROOT,
+    SCREENSHOTS,
     free_port,
     launch,
     log_tail,
@@ -23,11 +24,11 @@ from browser_support import (
     write_notebook,
 )
 
-from workbench import store
+from workbench.store import _db as store
 
 pytestmark = pytest.mark.browser
 
-SHOTS = REPO_ROOT / "docs" / "img" / "widgets"
+SHOTS = SCREENSHOTS / "widgets"
 RENDER_TIMEOUT_MS = 150_000
 STORE_TIMEOUT_S = 20
 
@@ -144,7 +145,7 @@ ALL_CELLS = [
     "DriftMonitor(p, 'v1', n_images=8)",
     "Workbench(p, annotator='{annotator}')",
 ]
-#: Widget root → screenshot file (docs/img/widgets).
+#: Widget root → screenshot file (under SCREENSHOTS/widgets).
 SCREENSHOT_OF = {
     ".loupe-confusion": "confusion_drilldown.png",
     ".loupe-slices": "slice_performance.png",
@@ -171,6 +172,7 @@ def _click_confusion_cell(page, given: str, predicted: str) -> None:
     page.mouse.click(point["x"], point["y"])
 
 
+@pytest.mark.slow
 def test_voila_widgets_keyboard_relabel_review_and_confusion_click(widget_demo, tmp_path):
     require_chromium()
     from playwright.sync_api import sync_playwright
@@ -245,6 +247,7 @@ def test_voila_widgets_keyboard_relabel_review_and_confusion_click(widget_demo, 
         assert (SHOTS / name).stat().st_size > 5_000, name
 
 
+@pytest.mark.slow
 def test_jupyterlab_grid_keyboard_relabel_reaches_the_store(widget_demo, tmp_path):
     require_chromium()
     from playwright.sync_api import sync_playwright

@@ -2,7 +2,7 @@
 stored as box reviews, and a confusion cell's images.
 
 Most tests use a version whose held-out boxes are the true boxes (confidence 0.9), written
-with :func:`workbench.versions.write_version`, on labels with one planted mistake of each
+with :func:`workbench.train.versions.write_version`, on labels with one planted mistake of each
 kind, so every issue kind and confusion cell is known in advance. One test trains a real
 (tiny) detector and checks the widgets agree with ``wb.detection_report``.
 """
@@ -21,8 +21,9 @@ import pytest
 from PIL import Image
 
 import workbench as wb
-from workbench.boxes import same_boxes
-from workbench.detection_report import detection_report
+from workbench.analyse.detection import detection_report
+from workbench.store.boxes import same_boxes
+from workbench.store.thumbnails import thumbnail
 
 SIZE = 64
 CLASSES = ["spot", "hole"]
@@ -87,7 +88,7 @@ def _last(p, sid: str) -> pd.Series:
 def planted(tmp_path_factory):
     """A detection project with one planted mistake per issue kind, and version ``v1``
     whose held-out boxes are the true boxes."""
-    from workbench.versions import VersionFiles, reserve_name, write_version
+    from workbench.train.versions import VersionFiles, reserve_name, write_version
 
     folder = tmp_path_factory.mktemp("detection-widgets")
     rng = np.random.default_rng(0)
@@ -121,9 +122,9 @@ def planted(tmp_path_factory):
 
 # -- IssueQueue ------------------------------------------------------------------------
 def test_issue_queue_of_a_detection_project_shows_boxed_issue_cards(planted):
-    from widgets.box_issue_queue import BoxIssueQueue
-    from widgets.issue_queue import IssueQueue
-    from widgets.palette import label_colors
+    from widgets._base.palette import label_colors
+    from widgets.label.box_issue_queue import BoxIssueQueue
+    from widgets.label.issue_queue import IssueQueue
 
     p, v1, ids = planted
     queue = IssueQueue(p, v1, annotator="det-look")
@@ -159,8 +160,8 @@ def test_issue_queue_of_a_detection_project_shows_boxed_issue_cards(planted):
             label = card["suggested_label"] or card["label"]
             assert _edge_has(pixels, box, colors[label]), card["kind"]
     plain = _decode("data:image/jpeg;base64," + base64.b64encode(
-        wb.thumbnails.thumbnail(p.dataset[ids["img2.png"]].filepath, size=256,
-                                cache_dir=p.folder / "thumbnails")).decode())
+        thumbnail(p.dataset[ids["img2.png"]].filepath, size=256,
+                  cache_dir=p.folder / "thumbnails")).decode())
     assert not _edge_has(plain, CENTRE, colors["spot"])  # the colour is the drawing's
 
     queue.move(0)
@@ -179,7 +180,7 @@ def test_issue_queue_of_a_detection_project_shows_boxed_issue_cards(planted):
 
 
 def test_accept_applies_each_kind_of_suggestion_and_undo_restores(planted):
-    from widgets.issue_queue import IssueQueue
+    from widgets.label.issue_queue import IssueQueue
 
     p, v1, ids = planted
     queue = IssueQueue(p, v1, annotator="det-accept")
@@ -225,7 +226,7 @@ def test_accept_applies_each_kind_of_suggestion_and_undo_restores(planted):
 
 
 def test_keep_stores_the_same_boxes_and_undo_re_appends_the_earlier_review(planted):
-    from widgets.box_issue_queue import BoxIssueQueue
+    from widgets.label.box_issue_queue import BoxIssueQueue
 
     p, v1, ids = planted
     queue = BoxIssueQueue(p, v1, annotator="det-keep")
@@ -257,7 +258,7 @@ def test_keep_stores_the_same_boxes_and_undo_re_appends_the_earlier_review(plant
 
 
 def test_bad_decisions_show_an_error_and_write_nothing(planted):
-    from widgets.box_issue_queue import BoxIssueQueue
+    from widgets.label.box_issue_queue import BoxIssueQueue
 
     p, v1, _ = planted
     queue = BoxIssueQueue(p, v1, annotator="det-bad")
@@ -280,7 +281,7 @@ def test_bad_decisions_show_an_error_and_write_nothing(planted):
 
 
 def test_replace_box_is_idempotent():
-    from widgets.box_issue_queue import replace_box
+    from widgets.label.box_issue_queue import replace_box
 
     boxes = _boxes([("spot", A), ("hole", CORNER)])
     at = [dict(zip("xywh", CORNER, strict=True)), None]
@@ -295,8 +296,8 @@ def test_replace_box_is_idempotent():
 
 # -- ConfusionDrilldown ------------------------------------------------------------------
 def test_confusion_click_lists_the_cell_images_with_boxes(planted):
-    from widgets.box_confusion import BoxConfusionDrilldown
-    from widgets.confusion import ConfusionDrilldown
+    from widgets.analyse.box_confusion import BoxConfusionDrilldown
+    from widgets.analyse.confusion import ConfusionDrilldown
 
     p, v1, ids = planted
     widget = ConfusionDrilldown(p, v1, annotator="det-cell")
@@ -328,7 +329,7 @@ def test_confusion_click_lists_the_cell_images_with_boxes(planted):
 
     widget.drill("spot", "hole")  # the wrong-class image: given spot solid, hole dashed
     uri = widget.gallery.value.split('src="', 1)[1].split('"', 1)[0]
-    from widgets.palette import label_colors
+    from widgets._base.palette import label_colors
 
     colors = label_colors(CLASSES)
     assert _edge_has(_decode(uri), CENTRE, colors["spot"])
@@ -336,7 +337,7 @@ def test_confusion_click_lists_the_cell_images_with_boxes(planted):
 
 
 def test_a_save_in_the_labeler_redraws_the_matrix(planted):
-    from widgets.confusion import ConfusionDrilldown
+    from widgets.analyse.confusion import ConfusionDrilldown
 
     p, v1, ids = planted
     widget = ConfusionDrilldown(p, v1.name, annotator="det-fix")
@@ -358,7 +359,7 @@ def test_a_save_in_the_labeler_redraws_the_matrix(planted):
 
 
 def test_confusion_view_and_bad_input(planted):
-    from widgets.box_confusion import BoxConfusionDrilldown
+    from widgets.analyse.box_confusion import BoxConfusionDrilldown
 
     p, v1, ids = planted
     view = p.dataset.select([ids["img2.png"], ids["img4.png"]])
@@ -374,10 +375,11 @@ def test_confusion_view_and_bad_input(planted):
 
 
 # -- a real detector -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_widgets_agree_with_the_report_of_a_trained_detector(planted):
-    from widgets.box_issue_queue import BoxIssueQueue
-    from widgets.confusion import ConfusionDrilldown
-    from widgets.issue_queue import IssueQueue
+    from widgets.analyse.confusion import ConfusionDrilldown
+    from widgets.label.box_issue_queue import BoxIssueQueue
+    from widgets.label.issue_queue import IssueQueue
 
     p, _, _ = planted
     mv = wb.train(p, task="detection", folds=2, epochs=2, image_size=SIZE, progress=False)
@@ -395,10 +397,10 @@ def test_widgets_agree_with_the_report_of_a_trained_detector(planted):
 
 
 def test_workbench_on_a_detection_project_opens_the_box_tools(planted):
+    from widgets.analyse.box_confusion import BoxConfusionDrilldown
     from widgets.app import Workbench
-    from widgets.box_confusion import BoxConfusionDrilldown
-    from widgets.box_issue_queue import BoxIssueQueue
-    from widgets.box_labeler import BoxLabeler
+    from widgets.label.box_issue_queue import BoxIssueQueue
+    from widgets.label.box_labeler import BoxLabeler
 
     p, mv, _ = planted
     app = Workbench(p, version=mv.name, annotator="wb-det")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import workbench as wb
-from widgets.grid import UNLABELLED, LabelingGrid
-from widgets.palette import label_colors
+from widgets._base.palette import label_colors
+from widgets.label.grid import UNLABELLED, LabelingGrid
 
 
 def front(grid: LabelingGrid, **content) -> None:

@@ -9,20 +9,20 @@ import numpy as np
 import pytest
 
 import workbench as wb
-from widgets.embedding_map import ISSUE, NO_ISSUE, NO_PREDICTION, EmbeddingMap
-from widgets.label_book import LabelBook
-from widgets.palette import label_colors
-from workbench.analysis.projection import project_2d
-from workbench.labelbook import (
+from widgets._base.palette import label_colors
+from widgets.analyse.embedding_map import ISSUE, NO_ISSUE, NO_PREDICTION, EmbeddingMap
+from widgets.label.label_book import LabelBook
+from workbench.analyse.classification import held_out
+from workbench.analyse.embedding_map import embedding_map
+from workbench.improve.examples import suggest_examples
+from workbench.metrics.projection import project_2d
+from workbench.store.labelbook import (
     add_example,
     book_history,
     define_label,
     label_book,
     remove_example,
-    suggest_examples,
 )
-from workbench.maps import embedding_map
-from workbench.model_analysis import held_out
 
 
 def blobs(n_per: int = 25, dims: int = 64, gap: float = 6.0, seed: int = 0):

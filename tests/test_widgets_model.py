@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.analysis.compare import compare_predictions, per_class_deltas
-from workbench.model_analysis import held_out
+from workbench.analyse.classification import held_out
+from workbench.metrics.compare import compare_predictions, per_class_deltas
 
 
 def _click(figure, *, trace: int, x, y, index) -> None:
@@ -82,7 +82,7 @@ def _off_diagonal_cell(matrix: pd.DataFrame, *, at_least: int = 1) -> tuple[str,
 
 def test_confusion_click_opens_cell_most_confident_first(widget_demo):
     import workbench as wb
-    from widgets.confusion import ConfusionDrilldown
+    from widgets.analyse.confusion import ConfusionDrilldown
 
     p, v1, _ = widget_demo
     widget = ConfusionDrilldown(p, v1)
@@ -108,7 +108,7 @@ def test_confusion_click_opens_cell_most_confident_first(widget_demo):
 
 
 def test_confusion_relabel_in_grid_updates_store_and_heatmap(widget_demo):
-    from widgets.confusion import ConfusionDrilldown
+    from widgets.analyse.confusion import ConfusionDrilldown
 
     p, v1, _ = widget_demo
     widget = ConfusionDrilldown(p, v1.name, annotator="carol")
@@ -137,7 +137,7 @@ def test_confusion_view_and_bad_input(widget_demo):
     from fiftyone import ViewField as F
 
     import workbench as wb
-    from widgets.confusion import ConfusionDrilldown
+    from widgets.analyse.confusion import ConfusionDrilldown
 
     p, v1, _ = widget_demo
     view = p.dataset.match(F("lighting") == "dim")
@@ -153,7 +153,7 @@ def test_confusion_view_and_bad_input(widget_demo):
 # -- SlicePerformance ----------------------------------------------------------------------
 def test_slice_bar_click_opens_exactly_the_slice_errors(widget_demo):
     import workbench as wb
-    from widgets.slices import SlicePerformance
+    from widgets.analyse.slices import SlicePerformance
 
     p, v1, _ = widget_demo
     widget = SlicePerformance(p, v1, by=["lighting", "line"])
@@ -181,7 +181,7 @@ def test_slice_bar_click_opens_exactly_the_slice_errors(widget_demo):
 
 
 def test_slice_drill_line_and_pairs(widget_demo):
-    from widgets.slices import SlicePerformance
+    from widgets.analyse.slices import SlicePerformance
 
     p, v1, _ = widget_demo
     widget = SlicePerformance(p, v1, by=["lighting", "line"], pairs=True)
@@ -199,7 +199,7 @@ def test_slice_drill_line_and_pairs(widget_demo):
 
 def test_slice_bad_input_names_the_field(widget_demo):
     import workbench as wb
-    from widgets.slices import SlicePerformance
+    from widgets.analyse.slices import SlicePerformance
 
     p, v1, _ = widget_demo
     with pytest.raises(wb.ProjectError, match="shift") as info:
@@ -215,7 +215,7 @@ def test_slice_bad_input_names_the_field(widget_demo):
 
 # -- ModelCompare --------------------------------------------------------------------------
 def test_model_compare_outcomes_partition_common_samples(widget_demo):
-    from widgets.compare import ModelCompare
+    from widgets.analyse.compare import ModelCompare
 
     p, v1, v2 = widget_demo
     widget = ModelCompare(p, "v1", "v2")
@@ -254,8 +254,8 @@ def test_model_compare_outcomes_partition_common_samples(widget_demo):
 
 def test_model_compare_rejects_bad_versions(widget_demo):
     import workbench as wb
-    from widgets.compare import ModelCompare
-    from workbench.model_compare import compare
+    from widgets.analyse.compare import ModelCompare
+    from workbench.analyse.compare import compare
 
     p, v1, _ = widget_demo
     with pytest.raises(wb.ProjectError, match="both 'v1'"):

@@ -10,16 +10,17 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import workbench as wb
-from workbench import ProjectError, store
-from workbench.labels import latest_per_annotator, latest_review
+from widgets._base import STATIC
+from workbench import ProjectError
+from workbench.store import _db as store
+from workbench.store.labels import latest_per_annotator, latest_review
 
-REVIEW_JS = Path(__file__).resolve().parents[1] / "widgets" / "static" / "review.js"
+REVIEW_JS = STATIC / "review.js"
 
 
 def _send(widget, **content) -> None:
@@ -46,8 +47,8 @@ def _assert_appended(before: pd.DataFrame, after: pd.DataFrame, n: int) -> pd.Da
 
 # -- IssueQueue ------------------------------------------------------------------------
 def test_issue_queue_shows_flagged_labels_worst_first(widget_demo):
-    from widgets.issue_queue import IssueQueue
-    from widgets.palette import label_colors
+    from widgets._base.palette import label_colors
+    from widgets.label.issue_queue import IssueQueue
 
     p, v1, _ = widget_demo
     queue = IssueQueue(p, v1, annotator="rq-look")
@@ -77,7 +78,7 @@ def test_issue_queue_shows_flagged_labels_worst_first(widget_demo):
 
 
 def test_accept_stores_the_suggestion_as_a_review(widget_demo):
-    from widgets.issue_queue import IssueQueue
+    from widgets.label.issue_queue import IssueQueue
 
     p, v1, _ = widget_demo
     queue = IssueQueue(p, v1, annotator="rq-accept", only_issues=False)
@@ -101,7 +102,7 @@ def test_accept_stores_the_suggestion_as_a_review(widget_demo):
 
 
 def test_keep_stores_the_given_label_and_the_sample_leaves_the_queue(widget_demo):
-    from widgets.issue_queue import IssueQueue
+    from widgets.label.issue_queue import IssueQueue
 
     p, v1, _ = widget_demo
     queue = IssueQueue(p, v1, annotator="rq-keep", only_issues=False)
@@ -121,7 +122,7 @@ def test_keep_stores_the_given_label_and_the_sample_leaves_the_queue(widget_demo
 
 
 def test_undo_restores_the_earlier_review_then_withdraws(widget_demo):
-    from widgets.issue_queue import IssueQueue
+    from widgets.label.issue_queue import IssueQueue
 
     p, v1, _ = widget_demo
     queue = IssueQueue(p, v1, annotator="rq-twice", only_issues=False)
@@ -154,7 +155,7 @@ def test_undo_restores_the_earlier_review_then_withdraws(widget_demo):
 
 
 def test_move_and_bad_messages_show_an_error_and_write_nothing(widget_demo):
-    from widgets.issue_queue import IssueQueue
+    from widgets.label.issue_queue import IssueQueue
 
     p, v1, _ = widget_demo
     queue = IssueQueue(p, v1, annotator="rq-bad", only_issues=False)
@@ -189,7 +190,7 @@ def test_move_and_bad_messages_show_an_error_and_write_nothing(widget_demo):
 
 # -- AgreementReview -------------------------------------------------------------------
 def test_agreement_review_queues_disagreements_with_each_vote(widget_demo):
-    from widgets.agreement_review import AgreementReview
+    from widgets.label.agreement_review import AgreementReview
 
     p, _, _ = widget_demo
     review = AgreementReview(p, annotator="rq-agree", threshold=0.8)
@@ -214,7 +215,7 @@ def test_agreement_review_queues_disagreements_with_each_vote(widget_demo):
 
 
 def test_resolving_then_undo_restores_the_majority_label(widget_demo):
-    from widgets.agreement_review import AgreementReview
+    from widgets.label.agreement_review import AgreementReview
 
     p, _, _ = widget_demo
     review = AgreementReview(p, annotator="rq-resolve")
@@ -241,7 +242,7 @@ def test_resolving_then_undo_restores_the_majority_label(widget_demo):
 
 
 def test_a_view_or_a_name_restricts_or_opens_the_queue(widget_demo):
-    from widgets.agreement_review import AgreementReview
+    from widgets.label.agreement_review import AgreementReview
 
     p, _, _ = widget_demo
     everything = AgreementReview(p.name, annotator="rq-view")
@@ -252,8 +253,8 @@ def test_a_view_or_a_name_restricts_or_opens_the_queue(widget_demo):
 
 
 def test_bad_arguments_raise_naming_the_argument(widget_demo):
-    from widgets.agreement_review import AgreementReview
-    from widgets.issue_queue import IssueQueue
+    from widgets.label.agreement_review import AgreementReview
+    from widgets.label.issue_queue import IssueQueue
 
     p, v1, _ = widget_demo
     with pytest.raises(ProjectError, match="annotator"):

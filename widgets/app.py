@@ -12,17 +12,17 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from widgets.agreement_review import AgreementReview
-from widgets.box_labeler import BoxLabeler
-from widgets.compare import ModelCompare
-from widgets.confusion import ConfusionDrilldown
-from widgets.drift_monitor import DriftMonitor
-from widgets.embedding_map import EmbeddingMap
-from widgets.grid import LabelingGrid
-from widgets.issue_queue import IssueQueue
-from widgets.label_book import LabelBook
-from widgets.slices import SlicePerformance
-from widgets.source import resolve_source
+from widgets._base.source import resolve_source
+from widgets.analyse.compare import ModelCompare
+from widgets.analyse.confusion import ConfusionDrilldown
+from widgets.analyse.embedding_map import EmbeddingMap
+from widgets.analyse.slices import SlicePerformance
+from widgets.label.agreement_review import AgreementReview
+from widgets.label.box_labeler import BoxLabeler
+from widgets.label.grid import LabelingGrid
+from widgets.label.issue_queue import IssueQueue
+from widgets.label.label_book import LabelBook
+from widgets.monitor.drift_monitor import DriftMonitor
 from workbench import Project, ProjectError, list_projects
 from workbench.text import escape_html
 

@@ -15,14 +15,15 @@ import ipywidgets as widgets
 import pandas as pd
 from PIL import UnidentifiedImageError
 
-from workbench.labels import DISPUTED_TAG
+from widgets._base import STATIC
+from workbench.store.labels import DISPUTED_TAG
+from workbench.store.thumbnails import thumbnail_data_uri
 from workbench.text import escape_html
-from workbench.thumbnails import thumbnail_data_uri
 
 if TYPE_CHECKING:
-    from workbench.project import Project
+    from workbench.store.project import Project
 
-_CSS = Path(__file__).with_name("static") / "overview.css"
+_CSS = STATIC / "overview.css"
 #: Row name for samples without a consensus label.
 UNLABELLED = "(unlabelled)"
 #: Name of the totals row and column of :attr:`ProjectOverview.table`.

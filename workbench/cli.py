@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from workbench.images import ImageRejectedError
-from workbench.safe_csv import write_csv
+from workbench.store.ingest.images import ImageRejectedError
+from workbench.store.ingest.safe_csv import write_csv
 from workbench.text import printable
 
 
@@ -25,7 +25,7 @@ def _say(*parts: object, file=None, flush: bool = False) -> None:
 
 
 def _cmd_projects(args: argparse.Namespace) -> int:
-    from workbench.project import list_projects
+    from workbench.store.project import list_projects
 
     names = list_projects()
     _say("\n".join(names) if names else "no projects yet (try: loupe demo)")
@@ -33,7 +33,7 @@ def _cmd_projects(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from workbench.project import Project, list_projects
+    from workbench.store.project import Project, list_projects
 
     if args.project in list_projects():
         project = Project.open(args.project)
@@ -53,8 +53,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from workbench.demo import create_demo_project
-    from workbench.project import list_projects
-    from workbench.serving import KernelLimits
+    from workbench.deploy.serve import KernelLimits
+    from workbench.store.project import list_projects
 
     KernelLimits(max_kernels=args.max_kernels)  # a bad limit fails before the build
 
@@ -73,8 +73,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _first_version(name: str) -> None:
     """Train a quick first model version (a probe, 5 folds, 128 px) if there is none, so the
     dashboard's analysis tabs have something to show."""
-    from workbench.project import Project
-    from workbench.training import train
+    from workbench.store.project import Project
+    from workbench.train.classification.train import train
 
     project = Project.open(name)
     if project.models().empty:
@@ -90,7 +90,7 @@ def serve_dashboard(*, port: int, project: str, preheat: bool = True, ip: str = 
                     idle_timeout: float = 120.0, allow_hosts: Sequence[str] = ()) -> int:
     """Serve the dashboards (landing page, review, report, main) with Voila, on 127.0.0.1
     unless ``ip`` says otherwise (then with a token); blocks until stopped."""
-    from workbench.serving import KernelLimits, serve_dashboards
+    from workbench.deploy.serve import KernelLimits, serve_dashboards
 
     limits = KernelLimits(max_kernels=max_kernels, idle_timeout_s=idle_timeout)
     return serve_dashboards(project, port=port, preheat=preheat, ip=ip, token=token,
@@ -100,7 +100,7 @@ def serve_dashboard(*, port: int, project: str, preheat: bool = True, ip: str = 
 def _serve_token(args: argparse.Namespace) -> str | None:
     """The token of ``loupe serve``: ``--token-file``, else ``$LOUPE_TOKEN``, else
     ``--token`` (with a warning: a command line is readable by every local user)."""
-    from workbench.serving import read_token_file
+    from workbench.deploy.serve import read_token_file
 
     if args.token is not None and args.token_file is not None:
         raise ValueError("give --token-file or --token, not both")
@@ -115,8 +115,8 @@ def _serve_token(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from workbench.project import Project
-    from workbench.serving import KernelLimits, allowed_hosts, check_token
+    from workbench.deploy.serve import KernelLimits, allowed_hosts, check_token
+    from workbench.store.project import Project
 
     # A bad address, host name, token or limit fails before anything starts.
     token = _serve_token(args)
@@ -130,7 +130,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_check(args: argparse.Namespace) -> int:
-    from workbench.settings import fiftyone
+    from workbench.config import fiftyone
 
     fo = fiftyone()
     try:
@@ -146,8 +146,8 @@ def _cmd_db_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from workbench import distributed
-    from workbench.training import train
+    from workbench.train import distributed
+    from workbench.train.classification.train import train
 
     version = train(args.project, backbone=args.backbone, mode=args.mode, folds=args.folds,
                     epochs=args.epochs, image_size=args.image_size, seed=args.seed,
@@ -160,7 +160,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from workbench.project import Project
+    from workbench.store.project import Project
 
     frame = Project.open(args.project).models().drop(columns="metrics")
     _say(frame.to_string(index=False) if len(frame) else "no model versions yet "
@@ -169,7 +169,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_issues(args: argparse.Namespace) -> int:
-    from workbench.model_analysis import label_issues
+    from workbench.analyse.classification import label_issues
 
     frame = label_issues(args.project, args.version, progress=not args.quiet)
     flagged = frame[frame["is_issue"]]
@@ -186,7 +186,7 @@ def _cmd_issues(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasheet(args: argparse.Namespace) -> int:
-    from workbench.data_analysis import datasheet
+    from workbench.analyse.data import datasheet
 
     text = datasheet(args.project, args.out)
     _say(f"dataset card written to {args.out}" if args.out else text)
@@ -194,8 +194,8 @@ def _cmd_datasheet(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from workbench.exporter import export
-    from workbench.project import Project
+    from workbench.deploy.export import export
+    from workbench.store.project import Project
 
     version = Project.open(args.project).model(args.version)
     _say(f"exported {version.name} to {export(version, args.format, args.out)}")
@@ -207,7 +207,7 @@ DRIFT_EXIT = 3
 
 
 def _cmd_drift(args: argparse.Namespace) -> int:
-    from workbench.monitoring import drift
+    from workbench.monitor.drift import drift
 
     report = drift(args.project, args.model, args.folder, alpha=args.alpha,
                    store=not args.no_store)

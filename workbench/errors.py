@@ -16,8 +16,12 @@ class DatabaseUnavailableError(LoupeError, ConnectionError):
     """The database did not answer; nothing of the interrupted write was stored."""
 
 
+class ProjectError(LoupeError, ValueError):
+    """A project operation that cannot be done as asked (the message says what to do)."""
+
+
 class UnsafePathError(LoupeError, ValueError):
     """A path that would leave the project folder (read, write or delete refused)."""
 
 
-__all__ = ["DatabaseUnavailableError", "LoupeError", "UnsafePathError"]
+__all__ = ["DatabaseUnavailableError", "LoupeError", "ProjectError", "UnsafePathError"]

@@ -1,0 +1,1 @@
+"""Widgets that show an analysis: confusion, slices, the embedding map, compare."""

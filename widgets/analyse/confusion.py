@@ -1,0 +1,229 @@
+"""``ConfusionDrilldown``: which classes a model version confuses, and the images behind it.
+
+Render-only: the counts come from :func:`workbench.metrics.confusion_matrix` and
+:func:`workbench.metrics.class_report` on the version's held-out predictions (the same as
+``wb.confusion`` / ``wb.class_report``, restricted to the widget's view); a click on a cell
+opens its samples (:func:`workbench.metrics.confusion_cell`, as ``wb.confusion_samples``)
+in a :class:`~widgets.label.grid.LabelingGrid`, where they can be relabelled. After each relabel
+the matrix is re-read from the store: the given labels change, the predictions do not.
+
+On a detection project ``ConfusionDrilldown(p, mv)`` is a
+:class:`~widgets.analyse.box_confusion.BoxConfusionDrilldown`: the box confusion with background
+rows and columns, AP per class, and a cell's images with its boxes drawn.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+import pandas as pd
+import plotly.graph_objects as go
+
+from widgets._base.drill import chart_style, drill_grid, in_scope
+from widgets._base.palette import color_of, label_colors
+from widgets._base.source import resolve_source
+from workbench import ProjectError
+from workbench import metrics as analysis
+from workbench.analyse.classification import class_order, held_out, resolve
+from workbench.text import escape_html, escape_plotly
+
+if TYPE_CHECKING:
+    from workbench.train.versions import ModelVersion
+
+#: Colour scale of the confusion counts (white = none).
+COLORSCALE = [[0.0, "#ffffff"], [0.15, "#dbe9f6"], [1.0, "#08519c"]]
+
+
+class ConfusionDrilldown(widgets.VBox):
+    """A confusion heatmap whose cells open their images in a labelling grid.
+
+    Parameters
+    ----------
+    source : Project, str or FiftyOne view
+        The project, its name, or a view of it (only the view's samples are counted).
+    mv : ModelVersion or str, optional
+        The model version (``"v2"``); the newest when None.
+    annotator : str, default "alice"
+        Name the grid's relabels are stored under (as review decisions).
+    thumb_size : int, default 96
+        Thumbnail side in the grid.
+    page_size : int, default 60
+        Thumbnails per grid page.
+
+    Attributes
+    ----------
+    matrix : pandas.DataFrame
+        Counts, rows = given label (index ``true``), columns = predicted label; class order
+        of the version (then the project's other classes).
+    report : pandas.DataFrame
+        Per class precision, recall, f1, support (as ``wb.class_report``).
+    figure : plotly.graph_objects.FigureWidget
+        The heatmap (trace 0); ``z`` holds :attr:`matrix`.
+    grid : widgets.label.grid.LabelingGrid
+        The drilled-into samples.
+    cell : tuple of (str, str) or None
+        The (given, predicted) cell shown in the grid.
+    """
+
+    def __new__(cls, source: Any = None, *args: Any, **kwargs: Any) -> ConfusionDrilldown:
+        """On a detection project, a
+        :class:`~widgets.analyse.box_confusion.BoxConfusionDrilldown`."""
+        from widgets.label.issue_queue import is_detection_source
+
+        if cls is ConfusionDrilldown and is_detection_source(source):
+            from widgets.analyse.box_confusion import BoxConfusionDrilldown
+
+            return super().__new__(BoxConfusionDrilldown, source, *args, **kwargs)
+        return super().__new__(cls, source, *args, **kwargs)
+
+    def __init__(self, source: Any, mv: ModelVersion | str | None = None, *,
+                 annotator: str = "alice", thumb_size: int = 96, page_size: int = 60) -> None:
+        project, self._scope = resolve_source(source)
+        self.project, self.version = resolve(project, mv)
+        predictions = self.version.oof_predictions()
+        self._predictions = predictions.set_index("sample_id")[["label", "confidence"]]
+        self.cell: tuple[str, str] | None = None
+        self.grid = drill_grid(
+            self.project, annotator=annotator, thumb_size=thumb_size, page_size=page_size,
+            hint="Click a cell of the matrix to see its images")
+        self.grid.on_edit(self._on_edit)
+        self.figure = heatmap_figure(unit="images", rows="given label", size=(460, 420),
+                                     margin=(110, 90))
+        self.header = widgets.HTML()
+        self.table = widgets.HTML()
+        # Built with its data: changes made to a FigureWidget before the page shows it are
+        # lost (plotly sends them as one-off messages), so draw first, then wrap.
+        self.refresh()
+        self.figure = go.FigureWidget(self.figure)
+        self.figure.data[0].on_click(self._on_click)
+        style = chart_style()
+        super().__init__(children=[style, self.header, widgets.HBox([self.figure, self.table]),
+                                   self.grid])
+        self.add_class("loupe-model")
+        self.add_class("loupe-confusion")
+
+    # -- public API --------------------------------------------------------------------
+    @property
+    def selected(self) -> list[str]:
+        """Sample ids selected in the grid."""
+        return list(self.grid.selected)
+
+    @property
+    def classes(self) -> list[str]:
+        """Rows and columns of the matrix, in order."""
+        return list(self.matrix.index)
+
+    def refresh(self) -> None:
+        """Re-read the current labels and redraw the matrix and the per-class table."""
+        frame, classes = self._held_out()
+        if frame.empty:
+            raise ProjectError(f"ConfusionDrilldown: no labelled sample in view was held out "
+                               f"by {self.version.name!r}; widen the view or retrain.")
+        self.matrix = analysis.confusion_matrix(frame["given"], frame["predicted"],
+                                                classes=classes)
+        self.report = analysis.class_report(frame["given"], frame["predicted"], classes=classes)
+        colors = label_colors(self.project.classes)
+        counts = self.matrix.to_numpy().tolist()
+        ticks = [f'<span style="color:{color_of(c, colors)}">{escape_plotly(c)}</span>'
+                 for c in classes]
+        with self.figure.batch_update():
+            trace = self.figure.data[0]
+            trace.x, trace.y, trace.z, trace.text = classes, classes, counts, counts
+            trace.hovertext = cell_hovertext(classes, classes)
+            for axis in (self.figure.layout.xaxis, self.figure.layout.yaxis):
+                axis.tickvals, axis.ticktext = classes, ticks
+        n, correct = len(frame), int((frame["given"] == frame["predicted"]).sum())
+        accuracy = f"{correct / n:.1%}" if n else "n/a"
+        self.header.value = (
+            f'<div class="loupe-model-header"><h3>Confusion of {escape_html(self.version.name)}'
+            f"</h3><span class=\"loupe-model-sub\">{n} held-out samples · accuracy {accuracy}"
+            '</span> <span class="loupe-model-hint">rows: given label · columns: predicted · '
+            "click a cell to review its images</span></div>")
+        self.table.value = _report_html(self.report, colors)
+
+    def drill(self, true: str, predicted: str) -> list[str]:
+        """Show the samples given ``true`` and predicted ``predicted`` in the grid, the most
+        confident predictions first (for an off-diagonal cell: the most confident mistakes).
+
+        Returns
+        -------
+        list of str
+            The sample ids shown, in order.
+
+        Raises
+        ------
+        ProjectError
+            If ``true`` or ``predicted`` is not a class of the matrix.
+        """
+        frame, classes = self._held_out()
+        for name, value in (("true", true), ("predicted", predicted)):
+            if value not in classes:
+                raise ProjectError(f"ConfusionDrilldown.drill: {name}={value!r} is not a class "
+                                   f"of {self.version.name!r} (classes: {', '.join(classes)})")
+        present = (frame["given"] == true) & (frame["predicted"] == predicted)
+        ids = (list(analysis.confusion_cell(frame, true=true, pred=predicted)["sample_id"])
+               if present.any() else [])
+        self.cell = (true, predicted)
+        kind = "correct" if true == predicted else "mistakes, most confident first"
+        title = (f"given {true} · predicted {predicted} · {len(ids)} "
+                 f"image{'s' if len(ids) != 1 else ''} ({kind})")
+        self.grid.show(ids, title=title, captions=self._captions(ids))
+        return ids
+
+    # -- events ------------------------------------------------------------------------
+    def _on_click(self, _trace: Any, points: Any, _state: Any) -> None:
+        if points.point_inds:
+            self.drill(str(points.ys[0]), str(points.xs[0]))
+
+    def _on_edit(self, _ids: list[str], _label: str | None) -> None:
+        self.refresh()
+
+    # -- helpers -----------------------------------------------------------------------
+    def _held_out(self) -> tuple[pd.DataFrame, list[str]]:
+        frame = held_out(self.project, self.version)
+        frame = in_scope(frame, self._scope)
+        return frame, class_order(self.project, self.version)
+
+    def _captions(self, ids: list[str]) -> dict[str, str]:
+        found = self._predictions.reindex(ids)
+        return {sid: f"{row.label} · {row.confidence:.0%}"
+                for sid, row in zip(ids, found.itertuples(), strict=True)
+                if isinstance(row.label, str)}
+
+
+def cell_hovertext(rows: list[str], columns: list[str]) -> list[list[str]]:
+    """Each heat map cell's "given … · predicted …" hover line, names shown as text."""
+    return [[f"given {escape_plotly(r)}<br>predicted {escape_plotly(c)}" for c in columns]
+            for r in rows]
+
+
+def heatmap_figure(*, unit: str, rows: str, size: tuple[int, int],
+                   margin: tuple[int, int]) -> go.Figure:
+    """An empty given × predicted heat map (filled by the widget's refresh): ``unit`` is what
+    a cell counts, ``rows`` the row axis title, ``margin`` the (left, bottom) margins."""
+    return go.Figure(
+        data=[go.Heatmap(z=[[0]], colorscale=COLORSCALE, showscale=False, xgap=2, ygap=2,
+                         texttemplate="%{text}", textfont={"size": 13},
+                         hovertemplate=f"%{{hovertext}}<br>%{{z}} {unit}<extra></extra>")],
+        layout=go.Layout(width=size[0], height=size[1],
+                         margin={"l": margin[0], "r": 10, "t": 30, "b": margin[1]},
+                         xaxis={"title": {"text": "predicted"}, "side": "bottom",
+                                "type": "category", "tickangle": -30},
+                         yaxis={"title": {"text": rows}, "autorange": "reversed",
+                                "type": "category"},
+                         plot_bgcolor="#ffffff"))
+
+
+def _report_html(report: pd.DataFrame, colors: dict[str, str]) -> str:
+    """The per-class precision / recall / F1 table, weak recall in red."""
+    rows = []
+    for row in report.itertuples(index=False):
+        weak = ' class="loupe-weak"' if row.support and row.recall < 0.8 else ""
+        dot = f'<span class="loupe-dot" style="background:{color_of(row[0], colors)}"></span>'
+        rows.append(f"<tr><td>{dot}{escape_html(str(row[0]))}</td><td>{row.precision:.2f}</td>"
+                    f"<td{weak}>{row.recall:.2f}</td><td>{row.f1:.2f}</td>"
+                    f"<td>{row.support}</td></tr>")
+    return ('<table class="loupe-report"><thead><tr><th>class</th><th>precision</th>'
+            f"<th>recall</th><th>F1</th><th>n</th></tr></thead><tbody>{''.join(rows)}"
+            "</tbody></table>")

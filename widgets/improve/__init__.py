@@ -1,0 +1,1 @@
+"""Widgets that guide the next step: the review curve."""

@@ -1,0 +1,1 @@
+"""Widgets that write labels: the grid, the box labeler, issue queues, the label book."""

@@ -1,0 +1,95 @@
+"""``IssueQueue``: the labels a model version finds most likely wrong, one at a time.
+
+Cards come from :func:`workbench.label_issues` (worst first). Per card: the given label
+(the current consensus), the suggested one with its probability, the label quality and
+the reason, and each annotator's latest vote. Accept stores the suggestion, keep stores
+the given label, a class key stores that class, each as a review decision; a decided
+sample leaves the queue on the next :meth:`~widgets._base.review_queue.ReviewQueue.refresh`.
+
+On a detection project ``IssueQueue(p, mv)`` is a
+:class:`~widgets.label.box_issue_queue.BoxIssueQueue`: one card per suspected box error of
+:func:`workbench.analyse.detection`, with the boxes drawn on the thumbnails.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import workbench as wb
+from widgets._base.review_queue import ReviewQueue
+from workbench import Project, ProjectError
+
+if TYPE_CHECKING:
+    from workbench.train.versions import ModelVersion
+
+
+class IssueQueue(ReviewQueue):
+    """Review the label issues of a model version with the keyboard.
+
+    Parameters
+    ----------
+    source : Project, str or FiftyOne view
+        The project, its name, or a view of it (only its samples are queued).
+    mv : ModelVersion or str, optional
+        The version whose out-of-fold predictions judge the labels (default: the newest).
+    annotator : str, default "alice"
+        The name every decision is stored under.
+    only_issues : bool, default True
+        Queue only the samples flagged ``is_issue``; False queues every held-out labelled
+        sample, worst first.
+    image_size, thumb_size, strip_size : int
+        See :class:`~widgets._base.review_queue.ReviewQueue`.
+
+    Notes
+    -----
+    Samples that already have a review decision in force are not queued: a person has
+    decided them. Computing the issues embeds the images once per backbone (cached).
+    """
+
+    def __new__(cls, source: Any = None, *args: Any, **kwargs: Any) -> IssueQueue:
+        """On a detection project, a :class:`~widgets.label.box_issue_queue.BoxIssueQueue`."""
+        if cls is IssueQueue and is_detection_source(source):
+            from widgets.label.box_issue_queue import BoxIssueQueue
+
+            return super().__new__(BoxIssueQueue, source, *args, **kwargs)
+        return super().__new__(cls, source, *args, **kwargs)
+
+    def __init__(self, source: Any, mv: ModelVersion | str | None = None, *,
+                 annotator: str = "alice", only_issues: bool = True, image_size: int = 256,
+                 thumb_size: int = 64, strip_size: int = 8) -> None:
+        self.only_issues = bool(only_issues)
+        self._version_arg = mv
+        super().__init__(source, annotator=annotator, image_size=image_size,
+                         thumb_size=thumb_size, strip_size=strip_size)
+        self.add_class("loupe-issue-queue")
+
+    def _load_cards(self) -> list[dict]:
+        version = self._version_arg
+        if version is None or isinstance(version, str):
+            version = self.project.model(version)
+        self.version = version
+        frame = wb.label_issues(self.project, version)
+        if self.only_issues:
+            frame = frame[frame["is_issue"]]
+        frame = frame.sort_values("rank", kind="stable")
+        noun = "label issues" if self.only_issues else "labels, worst first"
+        self.title = f"{noun.capitalize()} of {version.name} — {self.project.name}"
+        return [{"sample_id": row.sample_id, "filepath": row.filepath, "given": row.given,
+                 "suggested": row.suggested, "probability": row.suggested_probability,
+                 "probability_name": "model probability", "score": row.label_quality,
+                 "score_name": "label quality", "reason": row.reason}
+                for row in frame.itertuples(index=False)]
+
+
+def is_detection_source(source: Any) -> bool:
+    """Whether ``source`` (a project, its name or a view) is a detection project; False
+    when it is none of these (the constructor then says why)."""
+    try:
+        if isinstance(source, Project):
+            return source.task == "detection"
+        if isinstance(source, str):
+            return Project.open(source).task == "detection"
+        root = getattr(source, "_root_dataset", None)  # a FiftyOne dataset or view
+        return root is not None and Project.open(root.name).task == "detection"
+    except (ProjectError, ValueError):
+        return False

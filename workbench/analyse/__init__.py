@@ -1,0 +1,1 @@
+"""What the data and a model version say: issues, confusion, slices, compare, maps."""

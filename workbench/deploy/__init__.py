@@ -1,0 +1,1 @@
+"""Leaving the notebook: exports, the edge predictor, the dashboards server."""

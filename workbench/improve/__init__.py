@@ -1,0 +1,1 @@
+"""Acting on the analysis: what to label next, the review curve, targeted synthesis."""

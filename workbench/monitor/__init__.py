@@ -1,0 +1,1 @@
+"""The line after deployment: drift checks of incoming batches."""

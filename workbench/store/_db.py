@@ -1,0 +1,608 @@
+"""The one adapter between Loupe and FiftyOne's database.
+
+Every write Loupe makes to a project's dataset goes through here, so the schema, the
+atomic history appends and the project bookkeeping (``dataset.info["loupe"]``) live in one
+place. A label is appended and the consensus updated in one conditional update per sample
+(optimistic concurrency, see :func:`append_history`): concurrent labelers never lose an
+entry of each other's history, nor a consensus update.
+
+History and sample writes are journaled (:func:`durable`): once a call returns, its entries
+survive a crash of the database server. A server that does not answer becomes
+:class:`~workbench.errors.DatabaseUnavailableError` (:func:`translate_outages`), and the
+same call made again once it is back stores each entry exactly once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bson import ObjectId
+from pymongo.errors import ConnectionFailure
+
+from workbench.config import fiftyone
+from workbench.errors import LoupeError
+from workbench.store.boxes import box_consensus
+from workbench.store.durability import (
+    NOTHING_STORED,
+    durable,
+    not_stored,
+    outage_error,
+    outages_reported,
+    remember_unconfirmed,
+    reuse_unconfirmed,
+    stored_note,
+    translate_outages,
+)
+from workbench.store.labels import DISPUTED_TAG, Annotation, consensus, now
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+__all__ = ["NOTHING_STORED", "durable", "outage_error", "outages_reported",
+           "translate_outages"]  # re-exported: the durability helpers callers reach via store
+
+PROJECT_TAG = "loupe"
+SCHEMA_VERSION = 1
+#: ``task`` of a detection project (boxes in ``ground_truth``, history in ``box_annotations``).
+DETECTION = "detection"
+#: Field of a detection sample's box history.
+BOX_HISTORY = "box_annotations"
+
+
+def _reload_samples(dataset: fo.Dataset, written: Sequence[str]) -> None:
+    """Refresh FiftyOne's in-memory samples after raw writes (skipped if the server went
+    away meanwhile: the writes are stored, only cached objects stay stale)."""
+    if not written:
+        return
+    fiftyone()
+    from fiftyone.core.sample import Sample
+
+    with suppress(ConnectionFailure):
+        Sample._reload_docs(dataset._sample_collection_name, sample_ids=list(written))
+
+
+# -- datasets --------------------------------------------------------------------------------
+def dataset_exists(name: str) -> bool:
+    """Whether a FiftyOne dataset of that name exists (Loupe's or not)."""
+    return fiftyone().dataset_exists(name)
+
+
+def list_project_names() -> list[str]:
+    """Names of the FiftyOne datasets that are Loupe projects, sorted."""
+    return sorted(fiftyone().list_datasets(tags=PROJECT_TAG))
+
+
+def create_dataset(name: str, *, classes: Sequence[str], task: str) -> fo.Dataset:
+    """Create the persistent dataset of a new project with Loupe's sample schema."""
+    fo = fiftyone()
+    dataset = fo.Dataset(name, persistent=True)
+    dataset.media_type = "image"
+    dataset.tags = [PROJECT_TAG]
+    dataset.info = {"loupe": {"schema_version": SCHEMA_VERSION, "task": task,
+                              "classes": list(classes), "slice_fields": []}}
+    dataset.save()
+    for field_name, kind in (("content_hash", fo.StringField), ("source_path", fo.StringField),
+                             ("split", fo.StringField), ("imported_at", fo.DateTimeField)):
+        dataset.add_sample_field(field_name, kind)
+    dataset.add_sample_field("ground_truth", fo.EmbeddedDocumentField,
+                             embedded_doc_type=fo.Detections if task == DETECTION
+                             else fo.Classification)
+    dataset.add_sample_field("annotations", fo.ListField, subfield=fo.EmbeddedDocumentField,
+                             embedded_doc_type=fo.DynamicEmbeddedDocument)
+    for sub, kind in (("annotator", fo.StringField), ("label", fo.StringField),
+                      ("time", fo.DateTimeField)):
+        dataset.add_sample_field(f"annotations.{sub}", kind)
+    ensure_review_field(dataset)
+    if task == DETECTION:
+        ensure_box_fields(dataset)
+    dataset.create_index("content_hash")
+    return dataset
+
+
+def ensure_review_field(dataset: fo.Dataset) -> None:
+    """Declare ``annotations.review`` (projects made before reviews existed lack it)."""
+    if dataset.get_field("annotations.review") is None:
+        dataset.add_sample_field("annotations.review", fiftyone().BooleanField)
+
+
+def load_dataset(name: str) -> fo.Dataset:
+    """Load a project's dataset (the caller has checked that it exists)."""
+    dataset = fiftyone().load_dataset(name)
+    ensure_review_field(dataset)
+    return dataset
+
+
+def project_info(dataset: fo.Dataset) -> dict[str, Any]:
+    """Loupe's bookkeeping stored with the dataset (classes, slice fields, schema version)."""
+    return dict(dataset.info.get("loupe", {}))
+
+
+def update_project_info(dataset: fo.Dataset, **changes: Any) -> None:
+    """Merge ``changes`` into the bookkeeping and save it."""
+    dataset.reload()
+    info = dict(dataset.info)
+    info["loupe"] = {**info.get("loupe", {}), **changes}
+    dataset.info = info
+    dataset.save()
+
+
+def ensure_slice_fields(dataset: fo.Dataset, names: Iterable[str]) -> None:
+    """Declare slice fields (strings) that the dataset does not have yet."""
+    fo = fiftyone()
+    schema = dataset.get_field_schema()
+    for name in names:
+        if name not in schema:
+            dataset.add_sample_field(name, fo.StringField)
+
+
+#: Tag of a sample made by synthesis (never held out, never a person's annotation).
+SYNTHETIC_TAG = "synthetic"
+#: Field holding a synthetic sample's recipe.
+SYNTHETIC_FIELD = "synthetic"
+
+
+def ensure_synthetic_field(dataset: fo.Dataset) -> None:
+    """Declare the ``synthetic`` recipe field (once, before the first synthetic sample)."""
+    fo = fiftyone()
+    if not dataset.has_sample_field(SYNTHETIC_FIELD):
+        dataset.add_sample_field(SYNTHETIC_FIELD, fo.EmbeddedDocumentField,
+                                 embedded_doc_type=fo.DynamicEmbeddedDocument)
+
+
+def sample_document(dataset: fo.Dataset, filepath: str, *, metadata: dict[str, Any],
+                    fields: Mapping[str, Any], history: Sequence[Annotation],
+                    stamp: datetime | None = None) -> dict[str, Any]:
+    """The database document of a new image sample, with its history and its consensus.
+
+    Built as a plain dict, exactly as FiftyOne stores an image sample: constructing
+    ``fo.Sample`` objects costs ~2 ms each, which would dominate an import.
+    """
+    entries = [a.to_dict() for a in history]
+    label, disputed = consensus(entries)
+    stamp = stamp or now()
+    document: dict[str, Any] = {
+        "_id": ObjectId(),
+        "filepath": filepath,
+        "tags": [DISPUTED_TAG] if disputed else [],
+        "metadata": {"_cls": "ImageMetadata", **metadata},
+        "_media_type": "image",
+        "_rand": 0.999 + 0.001 * random.random(),  # FiftyOne's own sampling key
+        "annotations": [{"_cls": "DynamicEmbeddedDocument", **e} for e in entries],
+        "_dataset_id": dataset._doc.id,
+        "created_at": stamp,
+        "last_modified_at": stamp,
+        **{k: v for k, v in fields.items() if v is not None},
+    }
+    if label is not None:
+        document["ground_truth"] = {"_id": ObjectId(), "_cls": "Classification", "tags": [],
+                                    "label": label}
+    return document
+
+
+def add_samples(dataset: fo.Dataset, documents: list[dict[str, Any]]) -> list[str]:
+    """Insert documents from :func:`sample_document`; returns the new sample ids in order."""
+    if not documents:
+        return []
+    durable(dataset._sample_collection).insert_many(documents, ordered=True)
+    return [str(d["_id"]) for d in documents]
+
+
+#: Attempts of a conditional consensus write before :class:`ConcurrentWriteError`.
+MAX_WRITE_ATTEMPTS = 100
+
+
+class ConcurrentWriteError(LoupeError, RuntimeError):
+    """Other writers changed a sample's history on every attempt to write its consensus."""
+
+
+def append_history(dataset: fo.Dataset, entries: Mapping[str, Sequence[Annotation]]) -> None:
+    """Append annotations to sample histories and update their consensus, atomically.
+
+    Each sample is one optimistic step: read its history (``n`` entries) and consensus,
+    compute the new consensus with :func:`workbench.store.labels.consensus` (the consensus read is
+    the tie-break), then one ``update_one`` that pushes the new entries and sets
+    ``ground_truth`` and the ``disputed`` tag *only if the history still has ``n`` entries
+    and the same consensus*. A sample another writer changed in between is read again and
+    retried. So concurrent labelers never lose an entry, and every sample's consensus is
+    the replay of its history in the order the entries were stored: after each write,
+    ``consensus(history so far, consensus before that write)``.
+
+    Parameters
+    ----------
+    entries : mapping of sample id to annotations
+        New entries, oldest first, for each sample. Ids of samples that do not exist (or
+        were deleted meanwhile) are skipped.
+
+    Raises
+    ------
+    ConcurrentWriteError
+        When a sample kept changing for :data:`MAX_WRITE_ATTEMPTS` attempts (the samples
+        written before it keep their new entries).
+    """
+    pushes = {sid: [{"_cls": "DynamicEmbeddedDocument", **a.to_dict()} for a in items]
+              for sid, items in entries.items() if items}
+    _write_consensus(dataset, pushes, previous=None)
+
+
+def refresh_consensus(dataset: fo.Dataset, sample_ids: Sequence[str],
+                      previous: Mapping[str, str | None] | None = None) -> None:
+    """Recompute ``ground_truth`` and the ``disputed`` tag of samples from their history.
+
+    ``previous`` (sample id to label) is the tie-break on the first attempt; by default,
+    and on retries, the stored consensus is. Written with the same conditional update as
+    :func:`append_history`, so a concurrent append is never overwritten by a consensus
+    computed from an older history.
+    """
+    _write_consensus(dataset, {sid: [] for sid in sample_ids}, previous=previous)
+
+
+def _write_consensus(dataset: fo.Dataset, pushes: Mapping[str, list[dict]],
+                     previous: Mapping[str, str | None] | None) -> None:
+    def attempt(collection: Any, pending: dict[str, list[dict]], n: int,
+                in_flight: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], list[str]]:
+        stamp = now()
+        states = _label_states(collection, list(pending))
+        retry, written = {}, []
+        for sid, items in pending.items():
+            if sid not in states:  # deleted meanwhile: nothing to write
+                continue
+            history, stored, tags = states[sid]
+            tie_break = previous.get(sid, stored) if previous and not n else stored
+            in_flight[sid] = items
+            if _conditional_write(collection, sid, history, stored, tags, items, tie_break,
+                                  stamp):
+                written.append(sid)
+            else:
+                retry[sid] = items
+            in_flight.clear()
+        return retry, written
+
+    _write_in_rounds(dataset, pushes, attempt, what="label")
+
+
+def _write_in_rounds(dataset: fo.Dataset, entries: Mapping[str, Sequence[dict]],
+                     attempt: Callable[[Any, dict[str, list[dict]], int, dict[str, list[dict]]],
+                                       tuple[dict[str, list[dict]], list[str]]],
+                     *, what: str) -> None:
+    """Run ``attempt(collection, pending, n, in_flight)`` -> ``(still pending, written)``
+    until no sample is pending, on a journaled collection.
+
+    Entries of a write whose reply an outage cut off (``in_flight`` then) are remembered
+    and reused by the next call, so a retry stores them once; the outage becomes a
+    :class:`DatabaseUnavailableError` saying what was stored.
+    """
+    name = dataset._sample_collection_name
+    pending = {sid: reuse_unconfirmed(name, sid, list(items)) for sid, items in entries.items()
+               if ObjectId.is_valid(sid)}
+    total = len(pending)
+    written: list[str] = []
+    in_flight: dict[str, list[dict]] = {}
+    try:
+        collection = durable(dataset._sample_collection)
+        for n in range(MAX_WRITE_ATTEMPTS):
+            if not pending:
+                break
+            if n:
+                time.sleep(random.uniform(0, 0.002 * min(n, 10)))
+            pending, done = attempt(collection, pending, n, in_flight)
+            written.extend(done)
+    except ConnectionFailure as error:
+        remember_unconfirmed(name, in_flight)
+        raise outage_error(error, stored_note(len(written), total, bool(in_flight))
+                           ) from error
+    finally:
+        _reload_samples(dataset, written)
+    if pending:
+        raise ConcurrentWriteError(
+            f"{len(pending)} sample(s) changed on each of {MAX_WRITE_ATTEMPTS} attempts to "
+            f"write their {what} (e.g. {next(iter(pending))}); nothing was written to them, "
+            "try again")
+
+
+def _label_states(collection: Any, sample_ids: Sequence[str]
+                  ) -> dict[str, tuple[list[dict], str | None, list[str]]]:
+    """Sample id -> (history as stored, consensus label, tags), read in one query."""
+    cursor = collection.find({"_id": {"$in": [ObjectId(s) for s in sample_ids]}},
+                             {"annotations": 1, "ground_truth.label": 1, "tags": 1})
+    return {str(doc["_id"]): (list(doc.get("annotations") or []),
+                              (doc.get("ground_truth") or {}).get("label"),
+                              list(doc.get("tags") or []))
+            for doc in cursor}
+
+
+def _conditional_write(collection: Any, sid: str, history: list[dict], stored: str | None,
+                       tags: list[str], items: list[dict], tie_break: str | None,
+                       stamp: datetime) -> bool:
+    """One sample's append + consensus, applied only if nobody changed it since the read.
+
+    Entries already in ``history`` (an interrupted write that did land) are not pushed again.
+    """
+    if items:
+        items = not_stored(history, items)
+        if not items:
+            return True  # stored by the interrupted write, with its consensus
+    n = len(history)
+    label, disputed = consensus(
+        [{"annotator": e.get("annotator"), "label": e.get("label"),
+          "review": bool(e.get("review"))} for e in [*history, *items]], tie_break)
+    condition: dict[str, Any] = {"_id": ObjectId(sid), "ground_truth.label": stored}
+    if n:
+        condition["annotations"] = {"$size": n}
+    else:  # an empty list, or no list at all (samples not made by Loupe)
+        condition["$or"] = [{"annotations": {"$size": 0}}, {"annotations": None}]
+    update: dict[str, Any] = {"$set": {"last_modified_at": stamp}}
+    if items:
+        if n:
+            update["$push"] = {"annotations": {"$each": items}}
+        else:
+            update["$set"]["annotations"] = items
+    if label != stored:
+        update["$set"]["ground_truth"] = (
+            {"_id": ObjectId(), "_cls": "Classification", "tags": [], "label": label}
+            if label is not None else None)
+    elif not items and (DISPUTED_TAG in tags) == disputed:
+        return True  # nothing to change
+    update["$addToSet" if disputed else "$pull"] = {"tags": DISPUTED_TAG}
+    return collection.update_one(condition, update).matched_count == 1
+
+
+def ensure_box_fields(dataset: fo.Dataset) -> None:
+    """Declare the box history ``box_annotations`` (annotator, time, review; ``boxes`` is a
+    list of ``{label, bounding_box}`` or None, kept as it is stored)."""
+    fo = fiftyone()
+    if dataset.get_field(BOX_HISTORY) is None:
+        dataset.add_sample_field(BOX_HISTORY, fo.ListField, subfield=fo.EmbeddedDocumentField,
+                                 embedded_doc_type=fo.DynamicEmbeddedDocument)
+    for sub, kind in (("annotator", fo.StringField), ("time", fo.DateTimeField),
+                      ("review", fo.BooleanField)):
+        if dataset.get_field(f"{BOX_HISTORY}.{sub}") is None:
+            dataset.add_sample_field(f"{BOX_HISTORY}.{sub}", kind)
+
+
+def box_entry(annotator: str, boxes: Sequence[Mapping] | None, stamp: datetime, *,
+              review: bool = False) -> dict[str, Any]:
+    """One entry of a box history as stored (``boxes`` None: a withdrawal)."""
+    return {"_cls": "DynamicEmbeddedDocument", "annotator": annotator, "time": stamp,
+            "review": bool(review),
+            "boxes": None if boxes is None else [
+                {"label": b["label"], "bounding_box": [float(v) for v in b["bounding_box"]]}
+                for b in boxes]}
+
+
+def detections_document(boxes: Sequence[Mapping] | None) -> dict[str, Any] | None:
+    """A box set as the raw ``fo.Detections`` document FiftyOne stores (None stays None)."""
+    if boxes is None:
+        return None
+    return {"_id": ObjectId(), "_cls": "Detections", "detections": [
+        {"_id": ObjectId(), "_cls": "Detection", "attributes": {}, "tags": [],
+         "label": b["label"], "bounding_box": list(b["bounding_box"])} for b in boxes]}
+
+
+def append_box_history(dataset: fo.Dataset, entries: Mapping[str, Sequence[dict]]) -> None:
+    """Append box entries (from :func:`box_entry`) and update the consensus, atomically.
+
+    Like :func:`append_history`: per sample, read the history (``n`` entries), compute
+    :func:`workbench.store.boxes.box_consensus` over it and the new entries, and write entries and
+    ``ground_truth`` in one update applied only if the history still has ``n`` entries;
+    otherwise read again and retry. The updates of all samples go in one ``bulk_write``;
+    since histories only grow, an update took effect exactly when the entries at ``n…`` are
+    the new ones. Concurrent writers never lose an entry, and the consensus is always that
+    of the stored history. Ids of missing samples are skipped.
+
+    Raises
+    ------
+    ConcurrentWriteError
+        When a sample kept changing for :data:`MAX_WRITE_ATTEMPTS` attempts.
+    """
+    _write_in_rounds(dataset, {sid: items for sid, items in entries.items() if items},
+                     _box_attempt, what="boxes")
+
+
+def _box_attempt(collection: Any, pending: dict[str, list[dict]], n: int,
+                 in_flight: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], list[str]]:
+    """Round ``n`` of :func:`append_box_history`: (still pending, written).
+
+    Entries an interrupted earlier write already stored are not written again; while the
+    bulk write is under way, its entries are in ``in_flight``.
+    """
+    from pymongo import UpdateOne
+
+    states = _box_states(collection, list(pending))
+    written = []
+    todo = {}
+    for sid, items in pending.items():
+        if sid not in states:  # deleted meanwhile
+            continue
+        fresh = not_stored(states[sid], items)
+        if fresh:
+            todo[sid] = fresh
+        else:
+            written.append(sid)
+    if not todo:
+        return {}, written
+    sizes = {sid: len(states[sid]) for sid in todo}
+    in_flight.update(todo)
+    result = collection.bulk_write(
+        [UpdateOne(*_box_update(sid, states[sid], todo[sid])) for sid in todo], ordered=False)
+    in_flight.clear()
+    if result.matched_count == len(todo):
+        return {}, written + list(todo)
+    after = _box_states(collection, list(todo))
+    retry = {}
+    for sid, n in sizes.items():
+        items = todo[sid]
+        if _same_entries(after.get(sid, [])[n:n + len(items)], items):
+            written.append(sid)
+        elif sid in after:
+            retry[sid] = items
+    return retry, written
+
+
+def _box_states(collection: Any, sample_ids: Sequence[str]) -> dict[str, list[dict]]:
+    cursor = collection.find({"_id": {"$in": [ObjectId(s) for s in sample_ids]}},
+                             {BOX_HISTORY: 1})
+    return {str(doc["_id"]): list(doc.get(BOX_HISTORY) or []) for doc in cursor}
+
+
+def _box_update(sid: str, history: list[dict], items: list[dict]) -> tuple[dict, dict]:
+    """Filter and update of one sample's append + consensus, valid while it has ``n``
+    entries."""
+    n = len(history)
+    condition: dict[str, Any] = {"_id": ObjectId(sid)}
+    if n:
+        condition[BOX_HISTORY] = {"$size": n}
+    else:
+        condition["$or"] = [{BOX_HISTORY: {"$size": 0}}, {BOX_HISTORY: None}]
+    update: dict[str, Any] = {"$set": {
+        "last_modified_at": now(),
+        "ground_truth": detections_document(box_consensus([*history, *items]))}}
+    if n:
+        update["$push"] = {BOX_HISTORY: {"$each": items}}
+    else:
+        update["$set"][BOX_HISTORY] = items
+    return condition, update
+
+
+def _same_entries(stored: Sequence[dict], items: Sequence[dict]) -> bool:
+    def key(entry: dict) -> tuple:
+        stamp = entry.get("time")
+        return (entry.get("annotator"), stamp.replace(tzinfo=None) if stamp else None,
+                bool(entry.get("review")), entry.get("boxes"))
+
+    return len(stored) == len(items) and all(
+        key(a) == key(b) for a, b in zip(stored, items, strict=True))
+
+
+def box_histories(dataset: fo.Dataset, sample_ids: Sequence[str]) -> dict[str, list[dict]]:
+    """Sample id -> its box history as dicts (annotator, time, review, boxes), oldest first."""
+    wanted = [ObjectId(s) for s in sample_ids if ObjectId.is_valid(s)]
+    cursor = dataset._sample_collection.find({"_id": {"$in": wanted}}, {BOX_HISTORY: 1})
+    return {str(doc["_id"]): [
+        {"annotator": e.get("annotator"), "time": e.get("time"), "review": bool(e.get("review")),
+         "boxes": e.get("boxes")} for e in doc.get(BOX_HISTORY) or []] for doc in cursor}
+
+
+def existing_ids(dataset: fo.Dataset, sample_ids: Iterable[str]) -> set[str]:
+    """The subset of ``sample_ids`` that are samples of ``dataset``."""
+    wanted = [s for s in sample_ids if ObjectId.is_valid(s)]
+    return set(dataset.select(wanted).values("id")) if wanted else set()
+
+
+def hashes(dataset: fo.Dataset) -> dict[str, str]:
+    """Content hash → sample id, for duplicate detection."""
+    ids, digests = dataset.values(["id", "content_hash"])
+    return {digest: sid for sid, digest in zip(ids, digests, strict=True) if digest}
+
+
+def histories(dataset: fo.Dataset, sample_ids: Sequence[str]) -> dict[str, list[dict]]:
+    """Sample id → its history as dicts (annotator, label, time, review), oldest first."""
+    ids, who, what, when, final = dataset.select(list(sample_ids)).values(
+        ["id", "annotations.annotator", "annotations.label", "annotations.time",
+         "annotations.review"])
+    return {
+        sid: [{"annotator": a, "label": label, "time": t, "review": bool(r)}
+              for a, label, t, r in zip(names or [], labels or [], times or [],
+                                        reviews or [None] * len(names or []), strict=True)]
+        for sid, names, labels, times, reviews in zip(ids, who, what, when, final, strict=True)
+    }
+
+
+def set_predictions(dataset: fo.Dataset, field_name: str, predictions: Mapping[str, dict],
+                    classes: Sequence[str]) -> None:
+    """Write a model's predictions as ``fo.Classification`` on a field of the samples.
+
+    ``predictions`` maps sample id to ``label``, ``confidence``, ``probabilities`` (in the
+    order of ``classes``) and ``fold``; ``logits`` holds the log-probabilities, as FiftyOne's
+    own evaluation expects. Samples not in the mapping keep the field unset. The field is
+    replaced as a whole, so a re-run never leaves predictions of an older run behind.
+    """
+    import math
+
+    fo = fiftyone()
+    if dataset.has_sample_field(field_name):
+        dataset.delete_sample_field(field_name)
+    dataset.add_sample_field(field_name, fo.EmbeddedDocumentField,
+                             embedded_doc_type=fo.Classification)
+    values = {sid: fo.Classification(label=p["label"], confidence=p["confidence"],
+                                     logits=[math.log(max(v, 1e-12)) for v in p["probabilities"]],
+                                     probabilities=p["probabilities"], fold=p["fold"])
+              for sid, p in predictions.items()}
+    if values:
+        dataset.set_values(field_name, values, key_field="id")
+    info = dict(dataset.info)
+    info.setdefault("loupe", {}).setdefault("prediction_classes", {})[field_name] = list(classes)
+    dataset.info = info
+    dataset.save()
+
+
+def labelled_samples(view: fo.DatasetView) -> dict[str, list]:
+    """id, filepath, content_hash, label (consensus), split and synthetic (bool: made by
+    :func:`workbench.improve.synthesize.synthesize`) of every labelled sample."""
+    keys = ["id", "filepath", "content_hash", "ground_truth.label", "split", "tags"]
+    columns = dict(zip(["sample_id", "filepath", "content_hash", "label", "split", "tags"],
+                       view.exists("ground_truth.label").values(keys), strict=True))
+    tags = columns.pop("tags")
+    columns["synthetic"] = [SYNTHETIC_TAG in (t or []) for t in tags]
+    return {name: list(values) for name, values in columns.items()}
+
+
+#: Schema of the per-sample documents an analysis run writes.
+RUN_SCHEMA_VERSION = 1
+
+
+def write_run(dataset: fo.Dataset, key: str, values: Mapping[str, Mapping[str, Any]], *,
+              method: str, config: Mapping[str, Any]) -> None:
+    """Store an analysis run: per-sample results in the field ``key`` and its record.
+
+    ``values`` maps sample id to a flat dict of results (numbers, strings, bools, lists),
+    stored as an embedded document that FiftyOne's App and views can filter on
+    (``F("label_issues_v2.is_issue")``). The field is replaced as a whole, so samples not in
+    ``values`` are left unset; the record (method, config, time, schema) goes to
+    ``dataset.info["loupe"]["runs"][key]``.
+    """
+    fo = fiftyone()
+    if not key.isidentifier():
+        raise ValueError(f"run key {key!r} must be an identifier (letters, digits, '_').")
+    documents = {sid: fo.DynamicEmbeddedDocument(**{k: _plain(v) for k, v in row.items()})
+                 for sid, row in values.items()}
+    if dataset.has_sample_field(key):
+        dataset.delete_sample_field(key)
+    dataset.add_sample_field(key, fo.EmbeddedDocumentField,
+                             embedded_doc_type=fo.DynamicEmbeddedDocument)
+    if documents:
+        dataset.set_values(key, documents, key_field="id")
+        dataset.add_dynamic_sample_fields()
+    runs = dict(project_info(dataset).get("runs", {}))
+    runs[key] = {"method": method, "config": dict(config), "time": now().isoformat(),
+                 "schema_version": RUN_SCHEMA_VERSION, "n_samples": len(documents)}
+    update_project_info(dataset, runs=runs)
+
+
+def analysis_runs(dataset: fo.Dataset) -> dict[str, dict[str, Any]]:
+    """Run key → record of every stored analysis run."""
+    return dict(project_info(dataset).get("runs", {}))
+
+
+def delete_run(dataset: fo.Dataset, key: str) -> None:
+    """Remove an analysis run's field and record (labels and history are untouched)."""
+    runs = analysis_runs(dataset)
+    if key not in runs:
+        raise KeyError(f"no analysis run {key!r} (runs: {', '.join(runs) or 'none'})")
+    if dataset.has_sample_field(key):
+        dataset.delete_sample_field(key)
+    del runs[key]
+    update_project_info(dataset, runs=runs)
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars and arrays as the Python values MongoDB stores."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return value

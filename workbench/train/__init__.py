@@ -1,0 +1,1 @@
+"""Model versions: backbones, embeddings, classification and detection training."""

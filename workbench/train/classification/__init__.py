@@ -1,0 +1,1 @@
+"""Classification: probe on frozen embeddings, fine-tuning, k-fold training."""

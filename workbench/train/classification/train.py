@@ -1,0 +1,554 @@
+"""``train``: a project's labelled images in, a cross-validated model version out.
+
+>>> mv = train(project)            # auto: probe vs fine-tune vs both, by 5-fold CV
+>>> mv.metrics["accuracy"]         # out-of-fold: no image is scored by a model that saw it
+>>> project.dataset.first()["pred_v1"].probabilities
+
+Every labelled sample is held out by exactly one of ``folds`` models; those out-of-fold
+probabilities become ``pred_<version>`` on the samples (what label-issue detection needs)
+and the metrics. The model kept is then retrained on all labelled images.
+
+Modes: ``probe`` fits a logistic-regression head on cached frozen embeddings (seconds);
+``finetune`` starts from that head (linear probe, then fine-tune) and trains the whole
+network with augmentation and early stopping; ``auto`` cross-validates both and their
+average, keeps the best by out-of-fold accuracy (then log loss), and records why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import statistics
+import time
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+)
+from sklearn.model_selection import StratifiedKFold
+from torch import nn
+from tqdm.auto import tqdm
+
+from workbench.store.safe_paths import inside, remove_inside
+from workbench.train import distributed
+from workbench.train.backbones import DEFAULT_BACKBONE, create_backbone
+from workbench.train.classification.finetune import (
+    CancelFlag,
+    FinetuneSettings,
+    TrainingCancelled,
+    UnusableStateWarning,
+    fit,
+    load_pixels,
+)
+from workbench.train.classification.network import Classifier
+from workbench.train.classification.probe import DEFAULT_C, fit_head, head_probabilities
+from workbench.train.embeddings import EmbeddingCache
+from workbench.train.run_lock import RunInProgressError, acquire, release
+from workbench.train.versions import (
+    ModelVersion,
+    VersionFiles,
+    checkpoint,
+    latest_version,
+    probability_frame,
+    release_name,
+    reserve_name,
+    write_predictions,
+    write_version,
+)
+
+if TYPE_CHECKING:
+    import fiftyone as fo
+
+    from workbench.store.project import Project
+
+Mode = Literal["auto", "probe", "finetune"]
+MODES = ("auto", "probe", "finetune")
+
+
+def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode = "auto",
+          folds: int | None = None, epochs: int | None = None, image_size: int | None = None,
+          seed: int = 0, view: fo.DatasetView | None = None, *, task: str | None = None,
+          model: str = "auto", weights: str | None = "default", resume: bool = False,
+          settings: FinetuneSettings | Any | None = None, probe_c: float = DEFAULT_C,
+          cancel: CancelFlag | None = None, progress: bool = True) -> ModelVersion | None:
+    """Train a new model version of a project on its labelled images.
+
+    Parameters
+    ----------
+    project : Project or str
+        The project, or its name (what ``torchrun`` workers pass: only rank 0 opens it).
+    backbone, weights
+        As :func:`workbench.train.backbones.create_backbone` takes them.
+    mode : {"auto", "probe", "finetune"}, default "auto"
+        Classification only.
+    folds : int, default 5 (detection: 3)
+        k >= 2: k-fold cross-validation, stratified by class; every class needs at least k
+        labelled images. 1: train on the ``train`` split, validate on ``val``
+        (classification only).
+    epochs : int, default 15 (detection: 12–30, about 400 optimiser steps)
+        Most epochs per fine-tune (early stopping on the held-out fold may stop sooner; the
+        final model trains for the median best epoch). A detector trains every model for
+        ``epochs``.
+    image_size : int, default 224 (detection: the images' own size, see
+        :func:`workbench.train.detection.train.train_detector`)
+        Side of the square each image is resized to.
+    seed : int, default 0
+        Folds, initialisation, augmentation and batch order; a CPU run is reproducible.
+    view : fiftyone view of the project, optional
+        Train on these samples only (still only the labelled ones).
+    task : {"classification", "detection"}, optional
+        The project's own task by default; naming the other one is an error.
+    model : {"auto", "retinanet"}, default "auto"
+        The detector architecture (``"auto"`` is RetinaNet); classification takes only
+        ``"auto"`` (its choice is ``mode``). A detection run is
+        :func:`workbench.train.detection.train.train_detector`.
+    resume : bool, default False
+        Go on from an interrupted or cancelled run with the same arguments and labels
+        (classification only). Saved state is read as tensors and plain values only, never
+        as code; a state file Loupe did not write is ignored with an
+        :class:`~workbench.train.classification.finetune.UnusableStateWarning` and that part trains
+        again.
+    settings : FinetuneSettings or DetectionSettings, optional
+        Learning rates, batch size, patience, label smoothing; a detector's
+        :class:`~workbench.train.detection.train.DetectionSettings`.
+    probe_c : float, default 1.0
+        Inverse L2 strength of the probe's logistic regression.
+    cancel : object with ``is_set()``, optional
+        Checked between batches (a ``threading.Event`` a Stop button sets): raises
+        :class:`TrainingCancelled`. Interrupting the kernel does the same.
+    progress : bool, default True
+
+    Returns
+    -------
+    ModelVersion
+        ``None`` on the other ranks of a ``torchrun`` job.
+
+    Raises
+    ------
+    RunInProgressError
+        Another process is training this project with the same settings and labels (a
+        classification run holds a lock beside its saved state; the OS releases it when
+        that process ends, however it ends).
+    """
+    distributed.setup()
+    task = _resolve_task(project, task, model)
+    if task == "detection":
+        if distributed.active():
+            raise ValueError("a detector trains in one process; run it without torchrun.")
+        from workbench.train.detection.train import DetectionSettings, train_detector
+
+        for name, value, default in (("mode", mode, "auto"), ("resume", resume, False)):
+            if value != default:
+                raise ValueError(f"{name}={value!r} applies to classification; a detector "
+                                 "takes backbone, folds, epochs, image_size, seed, view, "
+                                 "weights and settings (a DetectionSettings).")
+        if settings is not None and not isinstance(settings, DetectionSettings):
+            raise ValueError("a detector's settings are a workbench.train.detection.train."
+                             f"DetectionSettings, got {type(settings).__name__}.")
+        return train_detector(project, backbone=backbone, weights=weights, settings=settings,
+                              folds=3 if folds is None else folds,
+                              epochs=epochs,
+                              image_size=image_size,
+                              seed=seed, view=view, cancel=cancel, progress=progress)
+    folds = 5 if folds is None else folds
+    epochs = 15 if epochs is None else epochs
+    image_size = 224 if image_size is None else image_size
+    _check_arguments(mode, folds, epochs, image_size, seed)
+    settings = settings or FinetuneSettings()
+    try:
+        return _Run(project, backbone=backbone, weights=weights, mode=mode, folds=folds,
+                    epochs=epochs, image_size=image_size, seed=seed, view=view,
+                    resume=resume, settings=settings, probe_c=probe_c, cancel=cancel,
+                    progress=progress).run()
+    except KeyboardInterrupt:
+        raise TrainingCancelled("training interrupted; finished epochs and folds are kept, "
+                                "resume with train(..., resume=True)") from None
+
+
+TASKS = ("classification", "detection")
+MODELS = {"classification": ("auto",), "detection": ("auto", "retinanet")}
+
+
+def _resolve_task(project: Project | str, task: str | None, model: str) -> str:
+    """The task to train: the project's, checked against ``task`` and ``model``."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task={task!r} is not one of {list(TASKS)}.")
+    if model not in MODELS["detection"]:
+        raise ValueError(f"model={model!r} is not one of {list(MODELS['detection'])}.")
+    own = None
+    if distributed.rank() == 0:
+        from workbench.store.project import Project
+
+        opened = Project.open(project) if isinstance(project, str) else project
+        own = getattr(opened, "task", "classification") if isinstance(opened, Project) \
+            else None
+    own = distributed.broadcast(own)
+    name = project if isinstance(project, str) else getattr(project, "name", project)
+    if task is not None and own is not None and task != own:
+        raise ValueError(f"task={task!r}, but project {name!r} is a {own} project; train it "
+                         f"with task={own!r} (or leave task out).")
+    task = task or own or "classification"
+    if model not in MODELS[task]:
+        raise ValueError(f"model={model!r} is a detector; a {task} project trains with "
+                         "model='auto' (and mode='auto', 'probe' or 'finetune').")
+    return task
+
+
+def _check_arguments(mode: object, folds: object, epochs: object, image_size: object,
+                     seed: object) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not one of {list(MODES)}.")
+    for name, value, least in (("folds", folds, 1), ("epochs", epochs, 1),
+                               ("image_size", image_size, 16), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}.")
+
+
+def evaluate(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str],
+             evaluated_on: str) -> dict[str, Any]:
+    """Metrics of probabilities (n, n_classes) against integer labels (n,)."""
+    predicted = probs.argmax(axis=1)
+    ids = list(range(len(classes)))
+    return {
+        "evaluated_on": evaluated_on, "n_evaluated": len(labels),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, labels=ids, average="macro",
+                                   zero_division=0)),
+        "log_loss": float(log_loss(labels, np.clip(probs, 1e-12, 1), labels=ids)),
+        "per_class": classification_report(labels, predicted, labels=ids,
+                                           target_names=list(classes), output_dict=True,
+                                           zero_division=0),
+        "confusion": confusion_matrix(labels, predicted, labels=ids).tolist(),
+    }
+
+
+class _Run:
+    """One call of :func:`train`: data, folds, candidates, final model, version."""
+
+    def __init__(self, project: Project | str, **options: Any) -> None:
+        self.__dict__.update(options)
+        self.started = time.time()
+        self.is_main = distributed.rank() == 0
+        job = self._read_project(project) if self.is_main else None
+        job = distributed.broadcast(job)
+        self.project, self.project_name = (project if self.is_main else None), job["name"]
+        self.folder, self.parent = Path(job["folder"]), job["parent"]
+        self.samples, self.classes = job["samples"], job["classes"]
+        self.y = np.array([self.classes.index(label) for label in self.samples["label"]])
+        self.fold = self._folds()
+        self.config = self._config()
+        self.run_dir = self.folder / "models" / ".runs" / self._key()
+
+    # -- inputs ------------------------------------------------------------------------
+    def _read_project(self, project: Project | str) -> dict[str, Any]:
+        from workbench.store import _db as store
+        from workbench.store.project import Project
+
+        if isinstance(project, str):
+            project = Project.open(project)
+        elif not isinstance(project, Project):
+            raise TypeError(f"project must be a Project or a project name, got "
+                            f"{type(project).__name__}.")
+        if self.view is not None and getattr(self.view, "dataset_name", None) != project.name:
+            raise ValueError(f"view must be a view of project {project.name!r}'s dataset.")
+        samples = store.labelled_samples(project.dataset if self.view is None else self.view)
+        real = [label for label, fake in zip(samples["label"], samples["synthetic"], strict=True)
+                if not fake]
+        counts = pd.Series(real, dtype=object).value_counts()
+        present = set(samples["label"])
+        classes = [c for c in project.classes if c in present]
+        classes += sorted(present - set(classes))
+        self._check_counts(project.name, counts, classes, samples["split"])
+        return {"name": project.name, "folder": str(project.folder), "samples": samples,
+                "classes": classes, "parent": latest_version(project.folder)}
+
+    def _check_counts(self, name: str, counts: pd.Series, classes: list[str],
+                      splits: list[str]) -> None:
+        if len(classes) < 2:
+            raise ValueError(f"project {name!r} has labelled images of {len(classes)} class(es) "
+                             f"({', '.join(classes) or 'none'}); training needs at least 2.")
+        if self.folds >= 2:
+            few = {c: int(counts.get(c, 0)) for c in classes
+                   if counts.get(c, 0) < self.folds}
+            if few:
+                listed = ", ".join(f"{c!r} has {n}" for c, n in few.items())
+                raise ValueError(f"folds={self.folds} needs at least {self.folds} labelled "
+                                 f"images per class: {listed} (synthetic ones do not "
+                                 "count). Label more, or pass a smaller folds (1 uses the "
+                                 "project's train/val split).")
+        elif "val" not in splits or "train" not in splits:
+            raise ValueError("folds=1 trains on the 'train' split and validates on 'val', but "
+                             f"the labelled images of {name!r} are not in both splits; pass "
+                             "folds >= 2.")
+
+    def _folds(self) -> np.ndarray:
+        """Fold that holds each sample out; -1: never held out (folds=1, train split, and
+        synthetic samples: models train on them, only real images are scored)."""
+        synthetic = np.array(self.samples.get("synthetic", [False] * len(self.y)), dtype=bool)
+        if self.folds == 1:
+            return np.where((np.array(self.samples["split"]) == "val") & ~synthetic, 0, -1)
+        fold = np.full(len(self.y), -1, dtype=int)
+        real = np.flatnonzero(~synthetic)
+        splitter = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
+        for f, (_, held) in enumerate(splitter.split(np.zeros(len(real)), self.y[real])):
+            fold[real[held]] = f
+        return fold
+
+    def _config(self) -> dict[str, Any]:
+        view = None if self.view is None else [repr(s) for s in self.view._stages]
+        return {"backbone": self.backbone, "weights": str(self.weights), "mode": self.mode,
+                "folds": self.folds, "epochs": self.epochs, "image_size": self.image_size,
+                "seed": self.seed, "view": view, "probe_c": self.probe_c,
+                "finetune": dataclasses.asdict(self.settings)}
+
+    def _key(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
+        for column in ("sample_id", "content_hash", "label"):
+            digest.update("\n".join(map(str, self.samples[column])).encode())
+        return digest.hexdigest()[:16]
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> ModelVersion | None:
+        """The run, holding its lock: one process at a time trains one run key."""
+        lock, refused = None, None
+        if self.is_main:
+            inside(self.folder, self.run_dir, what="training state folder")
+            try:
+                lock = acquire(self.run_dir.with_name(f"{self.run_dir.name}.lock"),
+                               what=f"training project {self.project_name!r} with these "
+                                    "settings and labels")
+            except RunInProgressError as error:
+                refused = str(error)
+        refused = distributed.broadcast(refused)
+        if refused is not None:
+            raise RunInProgressError(refused)
+        try:
+            return self._locked_run()
+        finally:
+            if lock is not None:
+                release(self.run_dir.with_name(f"{self.run_dir.name}.lock"), lock)
+
+    def _locked_run(self) -> ModelVersion | None:
+        if self.is_main:
+            if not self.resume:
+                remove_inside(self.folder, self.run_dir, what="training state folder")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier()
+        self._prepare_backbone()
+        candidates: dict[str, np.ndarray] = {}
+        if self.mode in ("probe", "auto"):
+            candidates["probe"] = self._probe_oof()
+        if self.mode in ("finetune", "auto"):
+            candidates["finetune"] = self._finetune_oof()
+        if self.mode == "auto":
+            candidates["ensemble"] = (candidates["probe"] + candidates["finetune"]) / 2
+        held = self.fold >= 0
+        evaluated_on = "out-of-fold" if self.folds >= 2 else "validation"
+        scores = {name: evaluate(p[held], self.y[held], self.classes, evaluated_on)
+                  for name, p in candidates.items()}
+        chosen, selection = self._choose(scores)
+        members = self._final_members(chosen)
+        if not self.is_main:
+            distributed.barrier()
+            return None
+        version = self._write(chosen, candidates[chosen], scores[chosen], selection, members)
+        with contextlib.suppress(OSError):  # the version is written; leftovers go next time
+            remove_inside(self.folder, self.run_dir, what="training state folder")
+        distributed.barrier()
+        return version
+
+    def _prepare_backbone(self) -> None:
+        with torch.random.fork_rng(devices=[]):  # a random body is the seed's, every time
+            torch.manual_seed(self.seed)
+            body, spec = create_backbone(self.backbone, weights=self.weights)
+        self.spec, self.pretrained = spec, body.state_dict()
+        if spec.weights_source == "random" and self.mode != "finetune":
+            raise ValueError(f"mode={self.mode!r} needs pretrained weights (a probe on a "
+                             "random network learns nothing); pass weights='default' or a "
+                             "file, or mode='finetune'.")
+        vectors = None
+        if self.is_main and spec.weights_source != "random":
+            vectors = EmbeddingCache(self.folder / "embeddings").embed(
+                self.samples["filepath"], backbone=self.backbone, weights=self.weights,
+                image_size=self.image_size, progress=self.progress).vectors
+        self.vectors = distributed.broadcast(vectors)
+        self.pixels: torch.Tensor | None = None
+
+    def _body(self) -> nn.Module:
+        body, _ = create_backbone(self.backbone, weights=None)
+        body.load_state_dict(self.pretrained)
+        return body
+
+    def _head(self, rows: np.ndarray, seed: int) -> nn.Linear:
+        """A probe head fitted on ``rows`` (random from ``seed`` without pretrained
+        features)."""
+        if self.vectors is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return nn.Linear(self.spec.num_features, len(self.classes))
+        return fit_head(self.vectors[rows], self.y[rows], len(self.classes), c=self.probe_c)
+
+    def _member(self, head: nn.Linear) -> nn.Sequential:
+        """The pretrained body with a copy of ``head``."""
+        return nn.Sequential(self._body(), copy.deepcopy(head))
+
+    def _probe_oof(self) -> np.ndarray:
+        probs = np.full((len(self.y), len(self.classes)), np.nan, dtype=np.float32)
+        for f in range(self.folds):
+            held = self.fold == f
+            head = fit_head(self.vectors[~held], self.y[~held], len(self.classes),
+                            c=self.probe_c)
+            probs[held] = head_probabilities(head, self.vectors[held])
+        return probs
+
+    def _load_pixels(self) -> torch.Tensor:
+        if self.pixels is None:
+            self.pixels = load_pixels(self.samples["filepath"], self.image_size,
+                                      progress=self.progress)
+        return self.pixels
+
+    def _finetune_oof(self) -> np.ndarray:
+        probs = np.full((len(self.y), len(self.classes)), np.nan, dtype=np.float32)
+        self.best_epochs: list[int] = []
+        self.curves: list[list[dict[str, float]]] = []
+        for f in tqdm(range(self.folds), desc="folds", unit="fold",
+                      disable=not self.progress):
+            done = self.run_dir / f"finetune_fold{f}.npz"
+            held = self.fold == f
+            saved = self._read_fold(done, int(held.sum())) if done.is_file() else None
+            if saved is not None:  # from an earlier, interrupted run
+                probs[held], best, curve = saved
+                self.curves.append(curve)
+            else:
+                pixels, train_rows = self._load_pixels(), np.flatnonzero(~held)
+                state = self.run_dir / f"finetune_fold{f}.state.pt"
+                result = fit(self._member(self._head(~held, self.seed + f)), pixels[train_rows],
+                             self.y[train_rows], val_pixels=pixels[held], val_labels=self.y[held],
+                             settings=self.settings, epochs=self.epochs, seed=self.seed + f,
+                             mean=self.spec.mean, std=self.spec.std, state_path=state,
+                             cancel=self.cancel, desc=f"fold {f + 1}/{self.folds}",
+                             progress=self.progress)
+                probs[held], best = result.val_probs, result.best_epoch
+                self.curves.append(result.curve)
+                if self.is_main:
+                    partial = done.with_name(f".{done.name}.partial.npz")
+                    partial.unlink(missing_ok=True)  # never write through a planted link
+                    np.savez(partial, probs=probs[held], best_epoch=best,
+                             curve=json.dumps(result.curve))
+                    partial.replace(done)
+                    state.unlink(missing_ok=True)
+            self.best_epochs.append(best)
+        return probs
+
+    def _read_fold(self, path: Path, n_held: int
+                   ) -> tuple[np.ndarray, int, list[dict[str, float]]] | None:
+        """A finished fold's probabilities, best epoch and curve; ``None`` (with a warning)
+        for a file that is not one (read without pickle: no code in it runs)."""
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                probs = np.asarray(saved["probs"], dtype=np.float32)
+                best = int(saved["best_epoch"])
+                curve = json.loads(str(saved["curve"]))
+            if probs.shape != (n_held, len(self.classes)) or not 1 <= best <= self.epochs \
+                    or not isinstance(curve, list):
+                raise ValueError("not this fold's results")
+        except (OSError, EOFError, KeyError, IndexError, TypeError, ValueError,
+                zipfile.BadZipFile) as error:
+            warnings.warn(f"ignored the saved fold results {str(path)!r} ({error}); this fold "
+                          "trains again.", UnusableStateWarning, stacklevel=2)
+            return None
+        return probs, best, curve
+
+    def _choose(self, scores: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
+        if self.mode != "auto":
+            return self.mode, None
+        ranked = sorted(scores, key=lambda n: (-scores[n]["accuracy"], scores[n]["log_loss"]))
+        chosen = ranked[0]
+        figures = ", ".join(f"{n} {scores[n]['accuracy']:.3f} (log loss "
+                            f"{scores[n]['log_loss']:.3f})" for n in ranked)
+        reason = (f"{chosen}: highest {scores[chosen]['evaluated_on']} accuracy, ties broken by "
+                  f"lower log loss; {figures}")
+        return chosen, {"chosen": chosen, "reason": reason,
+                        "candidates": {n: {k: scores[n][k] for k in
+                                           ("accuracy", "macro_f1", "log_loss")}
+                                       for n in scores}}
+
+    def _final_members(self, chosen: str) -> list[tuple[str, str, nn.Module]]:
+        head = self._head(np.ones(len(self.y), dtype=bool), self.seed + self.folds)  # serves both
+        members = []
+        if chosen in ("probe", "ensemble"):
+            members.append(("probe", self.spec.name, self._member(head).eval()))
+        if chosen in ("finetune", "ensemble"):
+            self.final_epochs = max(1, round(statistics.median(self.best_epochs)))
+            result = fit(self._member(head), self._load_pixels(), self.y,
+                         settings=self.settings, epochs=self.final_epochs,
+                         seed=self.seed + self.folds, mean=self.spec.mean, std=self.spec.std,
+                         state_path=self.run_dir / "finetune_final.state.pt",
+                         cancel=self.cancel, desc="final model", progress=self.progress)
+            members.append(("finetune", self.spec.name, result.member))
+        return members
+
+    def _write(self, chosen: str, oof: np.ndarray, metrics: dict[str, Any],
+               selection: dict[str, Any] | None,
+               members: list[tuple[str, str, nn.Module]]) -> ModelVersion:
+        held = self.fold >= 0
+        predictions = probability_frame(oof[held], self.classes)
+        predictions.insert(0, "sample_id", np.array(self.samples["sample_id"])[held])
+        predictions["fold"] = self.fold[held]
+        snapshot = pd.DataFrame({k: self.samples[k] for k in
+                                 ("sample_id", "filepath", "content_hash", "label")})
+        snapshot["fold"] = self.fold
+        classifier = Classifier([m for _, _, m in members], image_size=self.image_size,
+                                mean=self.spec.mean, std=self.spec.std, classes=self.classes)
+        name = reserve_name(self.folder)
+        record = {
+            "name": name, "project": self.project_name, "created": pd.Timestamp.now(
+                tz="UTC").isoformat(), "parent": self.parent, "mode": chosen,
+            "classes": self.classes, "config": self.config, "metrics": metrics,
+            "selection": selection, "members": [kind for kind, _, _ in members],
+            "files": {"checkpoint": "model.pt", "snapshot": "snapshot.parquet",
+                      "predictions": "predictions.parquet"},
+            "spec": dataclasses.asdict(self.spec), "n_samples": len(self.y),
+            "best_epochs": getattr(self, "best_epochs", None),
+            "final_epochs": getattr(self, "final_epochs", None),
+            "curves": getattr(self, "curves", None),
+            "world_size": distributed.world_size(), "torch": torch.__version__,
+            "duration_s": round(time.time() - self.started, 1)}
+        try:
+            dataset = self._dataset()
+            write_predictions(dataset, f"pred_{name}", predictions, self.classes)
+            folder = write_version(self.folder, name, VersionFiles(
+                record=record, snapshot=snapshot, predictions=predictions,
+                checkpoint=checkpoint(members, classes=self.classes,
+                                      image_size=self.image_size, mean=self.spec.mean,
+                                      std=self.spec.std)))
+        except BaseException:
+            release_name(self.folder, name)
+            raise
+        version = ModelVersion.load(folder, self.project_name)
+        version._classifier = classifier.eval()
+        return version
+
+    def _dataset(self) -> fo.Dataset:
+        from workbench.store.project import Project
+
+        project = self.project
+        return (project if isinstance(project, Project) else Project.open(project)).dataset
+
+
+__all__ = ["MODES", "FinetuneSettings", "RunInProgressError", "TrainingCancelled", "evaluate",
+           "train"]

@@ -1,0 +1,1 @@
+"""Detection: the RetinaNet detector and its training."""
