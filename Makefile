@@ -27,8 +27,13 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(BIN)/loupe demo --port $(PORT)
 
+# As root (a container) JupyterLab needs --allow-root; its news pop-up is switched off
+# (it covers the first widget of the tutorials and would ask to reach the internet).
 lab: install
-	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser notebooks/
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@echo '{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' \
+	  > $(VENV)/share/jupyter/lab/settings/overrides.json
+	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 chromium:
 	@command -v chromium >/dev/null || { echo "Browser tests need Debian's chromium: installing it with apt-get."; \

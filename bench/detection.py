@@ -222,7 +222,7 @@ def run(name: str, sets, args, image_size: int) -> None:
           f"{baseline['map50']:.3f}   ratio {ratio(loupe['map50'], baseline['map50'])}")
     print(f"test mAP@[.5:.95] RetinaNet {loupe['map50_95']:.3f}   whole-image classifier "
           f"{baseline['map50_95']:.3f}")
-    oof = mv.metrics.get("mAP50")
+    oof = mv.metrics.get("map50")
     if oof is not None:
         print(f"out-of-fold mAP@0.5 on the training images: {oof:.3f}")
     planted = plant_errors(p, args.planted, args.seed)

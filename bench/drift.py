@@ -123,7 +123,7 @@ def main() -> None:
                 props = pd.concat([dark_props.iloc[index[:mixed]],
                                    pool_props.iloc[index[mixed:]]])
             tick = time.perf_counter()
-            report = wb.drift(project, version, paths, seed=b, store=False)
+            report = wb.drift(project, version, paths, seed=b, write=False)
             durations.append(time.perf_counter() - tick)
             baseline, _ = camera_monitor_test(reference_props, props, alpha=0.01)
             rows.append({"kind": kind, "loupe": report.drifted, "camera monitor": baseline,

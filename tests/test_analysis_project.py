@@ -7,6 +7,8 @@ labelled by one inspector with 10 % of the labels flipped on purpose.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -158,7 +160,8 @@ def test_identical_images_with_conflicting_labels_are_issues_and_duplicates(flip
         "sample_id")
     for row in exact.itertuples():
         assert issues.loc[row.sample_id, "is_issue"] and issues.loc[row.other_id, "is_issue"]
-        assert "identical image" in issues.loc[row.sample_id, "reason"]
+        assert f"identical to {Path(row.other_filepath).name}" in issues.loc[row.sample_id,
+                                                                                "reason"]
 
 
 def test_label_issues_need_out_of_fold_predictions(demo):

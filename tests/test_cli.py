@@ -1,17 +1,36 @@
-"""The ``loupe`` command as a user runs it: real subprocesses, one-line errors."""
+"""The ``loupe`` command as a user runs it: ``cli.main([...])`` in this process (what the
+console script calls), and once as a real subprocess; one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
+import traceback
 
 import pytest
 from images_factory import write_image
 
-pytestmark = pytest.mark.slow  # subprocesses, servers or notebooks
+from workbench import cli
 
 
 def loupe(*args: str) -> subprocess.CompletedProcess:
+    """Run ``loupe ARGS`` through :func:`workbench.cli.main`, as the console script does."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.main(list(args))
+        except SystemExit as stop:  # argparse usage errors
+            code = stop.code if isinstance(stop.code, int) else 2
+        except Exception:  # --debug lets the error through, as the real command does
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(["loupe", *args], code, out.getvalue(), err.getvalue())
+
+
+def loupe_process(*args: str) -> subprocess.CompletedProcess:
+    """Run ``loupe ARGS`` in a fresh interpreter (what a terminal starts)."""
     return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True,
                           text=True, timeout=300)
 
@@ -35,12 +54,17 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert "Traceback" in debug.stderr
 
 
-def test_db_check_reports_the_database():
-    done = loupe("db-check")
+@pytest.mark.slow
+def test_db_check_reports_the_database_from_a_fresh_process():
+    done = loupe_process("db-check")
     assert done.returncode == 0, done.stderr
     assert "database ok: FiftyOne 1.22.1" in done.stdout
+    bad = loupe_process("import", "/nowhere-at-all", "--project", "cli-err")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("loupe: error: import folder not found")
 
 
+@pytest.mark.slow
 def test_issues_and_datasheet_commands_on_a_trained_project(tmp_path):
     import workbench as wb
     from workbench.demo import create_demo_project

@@ -10,18 +10,21 @@ session's throwaway database with the server's kernels.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
 import pytest
 from browser_support import (
     REPO_ROOT,
+    SCREENSHOTS,
     chromium,
     free_port,
     log_tail,
     offline_context,
     serve,
 )
+from PIL import Image, ImageEnhance
 
 from workbench.store import _db as store
 
@@ -108,6 +111,9 @@ def test_landing_page_links_the_dashboards_offline(server, browser):
     links = page.eval_on_selector_all(
         "a.loupe-dashboard-link", "els => els.map(a => a.getAttribute('data-notebook'))")
     assert links == ["review.ipynb", "report.ipynb", "main.ipynb"]
+    titles = page.eval_on_selector_all("a.loupe-dashboard-link .name",
+                                       "els => els.map(e => e.textContent.trim())")
+    assert titles == ["Review", "Model report", "Workbench"]
     assert "Loupe dashboards" in page.inner_text("body")
     assert external == []
 
@@ -169,3 +175,147 @@ def test_report_renders_every_section_offline(server, browser):
     assert "1 check(s)" in text
     assert "not available" not in text, text[:3000]
     assert external == [], external
+
+
+@pytest.mark.slow
+def test_a_preheated_page_shows_the_store_as_it_is_at_the_visit(dashboard_project, server,
+                                                                 browser, tmp_path):
+    """The kernels of the pools ran their notebook when the server started (or when a
+    visit took the previous one); a version trained, a drift check run and a decision made
+    afterwards all show on the next visit, and the page says when it read the store."""
+    import workbench as wb
+    from workbench.monitor.drift import drift
+
+    url, log = server
+    p = dashboard_project
+    # Take the report's preheated kernel, and wait until the pool has started its
+    # replacement: that kernel exists before anything below changes the store.
+    filled = re.compile(r"Kernel pool of \S*report\.ipynb is filled")
+    before = len(filled.findall(log.read_text(errors="replace")))
+    external: list[str] = []
+    early = offline_context(browser, external).new_page()
+    early.goto(url + "voila/render/report.ipynb", wait_until="commit",
+               timeout=RENDER_TIMEOUT_MS)
+    _wait_rendered(early, ".loupe-drift-status", log)
+    deadline = time.monotonic() + 120
+    while len(filled.findall(log.read_text(errors="replace"))) <= before:
+        assert time.monotonic() < deadline, log_tail(log)
+        time.sleep(0.5)
+    early.close()
+    newest = wb.train(p, mode="probe", folds=3, image_size=64, probe_c=0.5, progress=False)
+    night = tmp_path / "night"
+    night.mkdir()
+    for i, path in enumerate(p.dataset.values("filepath")[:16]):
+        ImageEnhance.Brightness(Image.open(path)).enhance(0.3).save(night / f"night_{i}.png")
+    check = drift(p, newest, night, n_permutations=200)
+    assert check.drifted  # a much darker batch
+    page = offline_context(browser, external).new_page()
+    page.goto(url + "voila/render/report.ipynb", wait_until="commit",
+              timeout=RENDER_TIMEOUT_MS)
+    _wait_rendered(page, ".loupe-drift-status", log)
+    versions = page.eval_on_selector_all(
+        ".widget-dropdown select option", "els => els.map(e => e.textContent.trim())")
+    assert newest.name in versions, versions
+    status = page.inner_text(".loupe-drift-status")
+    assert f"{len(p.drift_history())} check(s)" in status and newest.name in status
+    assert "as of" in page.inner_text("body")
+    # The headline says what it was computed on; the drill-down says its own basis.
+    text = page.inner_text("body")
+    assert "accuracy at training" in text and "accuracy on current labels" in text
+    # The drift flag is at the top of every page, in words and local time.
+    flag = page.locator(".loupe-drift-flag").first
+    assert flag.is_visible() and "night" in flag.inner_text()
+    review = offline_context(browser, external).new_page()
+    review.goto(url + "voila/render/review.ipynb", wait_until="commit",
+                timeout=RENDER_TIMEOUT_MS)
+    _wait_rendered(review, ".loupe-drift-flag", log)
+    assert "checked" in review.inner_text(".loupe-drift-flag")
+    assert external == [], external
+
+
+@pytest.mark.slow
+def test_the_browser_remembers_the_typed_name(
+        dashboard_project, server, browser):
+    url, log = server
+    external: list[str] = []
+    context = offline_context(browser, external)
+    first = context.new_page()
+    first.goto(url + "voila/render/review.ipynb", wait_until="commit",
+               timeout=RENDER_TIMEOUT_MS)
+    _wait_rendered(first, ".loupe-name input", log)
+    assert first.locator(".loupe-name input").input_value() == ""
+    assert not first.locator(".loupe-review").first.is_visible()  # no name, no queue
+    who = f"remembered-{os.getpid()}"
+    first.locator(".loupe-name input").fill(who)
+    first.keyboard.press("Enter")
+    first.wait_for_function(
+        "key => window.localStorage.getItem(key) !== null", arg="loupe.annotator",
+        timeout=30_000)
+    first.close()
+    second = context.new_page()  # same browser, a later visit
+    second.goto(url + "voila/render/review.ipynb", wait_until="commit",
+                timeout=RENDER_TIMEOUT_MS)
+    _wait_rendered(second, ".loupe-name input", log)
+    second.wait_for_function(
+        "name => document.querySelector('.loupe-name input').value === name", arg=who,
+        timeout=30_000)
+    assert second.locator(".loupe-review").first.is_visible()
+    assert external == [], external
+
+
+#: Phone, tablet, laptop.
+WIDTHS = (390, 768, 1280)
+_OVERFLOW = """() => {
+    const width = document.documentElement.clientWidth;
+    const wide = [...document.querySelectorAll('body *')].filter(e => {
+        const box = e.getBoundingClientRect();
+        let clipped = false;  // inside a box that scrolls or clips sideways: not the page's
+        for (let p = e.parentElement; p && p !== document.body; p = p.parentElement) {
+            const style = getComputedStyle(p);
+            if (['auto', 'scroll', 'hidden'].includes(style.overflowX)) { clipped = true; break; }
+        }
+        return !clipped && box.width > 0 && box.right > width + 1;
+    }).slice(0, 5).map(e =>
+        `${e.tagName}.${e.className} right=${Math.round(e.getBoundingClientRect().right)}`);
+    const charts = [...document.querySelectorAll('.js-plotly-plot')]
+        .filter(e => e.offsetParent !== null)
+        .map(e => Math.round(e.getBoundingClientRect().width));
+    return {scroll: document.documentElement.scrollWidth, width, wide, charts};
+}"""
+
+
+@pytest.mark.slow
+def test_pages_fit_phone_tablet_and_laptop_widths(dashboard_project, server, browser):
+    """No page scrolls sideways at 390, 768 or 1280 px, no chart is squeezed under 40 px,
+    and a screenshot of each page at each width is kept."""
+    url, log = server
+    shots = SCREENSHOTS / "dashboards"
+    shots.mkdir(parents=True, exist_ok=True)
+    external: list[str] = []
+    context = offline_context(browser, external)
+    problems = []
+    for name, ready in (("review", ".loupe-name input"), ("report", ".loupe-drift-status")):
+        page = context.new_page()
+        page.goto(url + f"voila/render/{name}.ipynb", wait_until="commit",
+                  timeout=RENDER_TIMEOUT_MS)
+        _wait_rendered(page, ready, log)
+        if name == "review":
+            page.locator(".loupe-name input").fill(f"narrow-{os.getpid()}")
+            page.keyboard.press("Enter")
+            page.locator(".loupe-review").first.wait_for(state="visible", timeout=60_000)
+        else:
+            page.wait_for_selector(".loupe-confusion .js-plotly-plot", timeout=60_000)
+        for width in WIDTHS:
+            page.set_viewport_size({"width": width, "height": 900})
+            page.wait_for_timeout(600)  # plotly relayouts on resize
+            found = page.evaluate(_OVERFLOW)
+            if found["scroll"] > found["width"] + 1 or found["wide"]:
+                problems.append(f"{name} at {width} px scrolls sideways: {found}")
+            if any(w < 40 for w in found["charts"]):
+                problems.append(f"{name} at {width} px squeezes a chart: {found['charts']}")
+            page.screenshot(path=str(shots / f"{name}_{width}.png"), full_page=True)
+        page.close()
+    assert problems == []
+    assert external == [], external
+    assert all((shots / f"{n}_{w}.png").stat().st_size > 5_000
+               for n in ("review", "report") for w in WIDTHS)

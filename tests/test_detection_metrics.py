@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from workbench.metrics import detection_metrics as dm
+from workbench.metrics.box_issues import _cleanlab_inputs, box_issues, image_label_quality
 
 GT = ["sample_id", "label", "x", "y", "w", "h"]
 
@@ -133,7 +134,7 @@ def planted() -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
 def test_box_issues_find_planted_errors_with_their_kind():
     given, pred, expected = planted()
     ids = [f"s{i}" for i in range(12)]
-    issues = dm.box_issues(given, pred, sample_ids=ids)
+    issues = box_issues(given, pred, sample_ids=ids)
     assert dict(zip(issues["sample_id"], issues["kind"], strict=True)) == expected
     by_kind = issues.set_index("kind")
     assert by_kind.loc["wrong_class", "label"] == "pit"
@@ -147,7 +148,7 @@ def test_box_issues_find_planted_errors_with_their_kind():
     assert issues["score"].is_monotonic_decreasing and issues["score"].between(0, 1).all()
     # ObjectLab's image quality ranks the images with a missing, swapped or badly located box
     # below every clean one; it has no extra-box score, hence box_issues' own rule
-    quality = dm.image_label_quality(given, pred, sample_ids=ids,
+    quality = image_label_quality(given, pred, sample_ids=ids,
                                      low_probability_threshold=0.3,
                                      high_probability_threshold=0.3)
     clean = quality.drop(list(expected))
@@ -158,8 +159,8 @@ def test_box_issues_find_planted_errors_with_their_kind():
 
 def test_box_issues_trust_a_confident_model_more():
     given, pred, _ = planted()
-    sure = dm.box_issues(given, pred).set_index("kind")["score"]
-    unsure = dm.box_issues(given, pred.assign(confidence=0.5)).set_index("kind")["score"]
+    sure = box_issues(given, pred).set_index("kind")["score"]
+    unsure = box_issues(given, pred.assign(confidence=0.5)).set_index("kind")["score"]
     for kind in ("missing_box", "wrong_class", "poor_localisation"):
         assert unsure[kind] < sure[kind]
     # the extra box is judged by how many boxes of its class the model finds
@@ -169,8 +170,8 @@ def test_box_issues_trust_a_confident_model_more():
 
 def test_clean_labels_have_no_box_issues():
     gt = clean_set()
-    assert dm.box_issues(gt, predict(gt)).empty
-    assert list(dm.box_issues(gt, predict(gt)).columns)[:6] == [
+    assert box_issues(gt, predict(gt)).empty
+    assert list(box_issues(gt, predict(gt)).columns)[:6] == [
         "sample_id", "kind", "label", "suggested_label", "iou", "score"]
 
 
@@ -179,12 +180,12 @@ def test_image_quality_reproduces_cleanlab():
 
     given, pred, _ = planted()
     ids = [f"s{i}" for i in range(12)]
-    published = dm.image_label_quality(given, pred.assign(confidence=0.97), sample_ids=ids)
-    rebuilt = dm.image_label_quality(given, pred.assign(confidence=0.97), sample_ids=ids,
+    published = image_label_quality(given, pred.assign(confidence=0.97), sample_ids=ids)
+    rebuilt = image_label_quality(given, pred.assign(confidence=0.97), sample_ids=ids,
                                      low_probability_threshold=0.5,
                                      high_probability_threshold=0.95)
     np.testing.assert_allclose(rebuilt, published)
-    labels, predictions = dm._cleanlab_inputs(given, pred.assign(confidence=0.97), ids)
+    labels, predictions = _cleanlab_inputs(given, pred.assign(confidence=0.97), ids)
     direct = get_label_quality_scores(labels, predictions, verbose=False)
     np.testing.assert_allclose(published, direct)
     assert published["s5"] < published["s0"]
@@ -220,9 +221,9 @@ def test_bad_input_names_the_field():
     with pytest.raises(ValueError, match="gt row 1: w=0"):
         dm.detection_map(bad, predict(gt))
     with pytest.raises(ValueError, match="confidence"):
-        dm.box_issues(gt, predict(gt, 1.5))
+        box_issues(gt, predict(gt, 1.5))
     with pytest.raises(ValueError, match="localisation_iou"):
-        dm.box_issues(gt, predict(gt), localisation_iou=0.6)
+        box_issues(gt, predict(gt), localisation_iou=0.6)
     with pytest.raises(ValueError, match="reserved"):
         dm.detection_confusion(gt.assign(label="background"), predict(gt))
     with pytest.raises(ValueError, match="sample_id"):

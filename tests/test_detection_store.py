@@ -237,7 +237,7 @@ def test_archive_round_trip_keeps_boxes_and_their_history(steel, tmp_path):
 def test_concurrent_bulk_appends_from_two_threads_keep_every_entry(steel):
     from concurrent.futures import ThreadPoolExecutor
 
-    from workbench.store import _db as store
+    from workbench.store import box_records
     from workbench.store.labels import now
 
     ids, rounds = _ids(steel), 15
@@ -245,8 +245,8 @@ def test_concurrent_bulk_appends_from_two_threads_keep_every_entry(steel):
     def writer(who: str) -> None:
         for k in range(rounds):
             box = {"label": "scratch", "bounding_box": [k / (2 * rounds), 0.2, 0.3, 0.3]}
-            store.append_box_history(steel.dataset, {
-                sid: [store.box_entry(who, [box], now())] for sid in ids})
+            box_records.append_box_history(steel.dataset, {
+                sid: [box_records.box_entry(who, [box], now())] for sid in ids})
 
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(writer, ["alice", "bob"]))

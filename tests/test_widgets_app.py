@@ -47,15 +47,24 @@ def test_every_tab_builds_on_the_demo_with_the_shared_version_and_name(widget_de
     grid.undo()
 
 
-def test_changing_version_or_name_rebuilds_and_tabs_explain_what_is_missing(widget_demo,
-                                                                             project):
-    p, v1, _ = widget_demo
+def test_a_new_version_rebuilds_a_new_name_carries_over_and_tabs_explain_what_is_missing(
+        widget_demo, project):
+    p, v1, v2 = widget_demo
     app = Workbench(p, version=v1.name)
+    assert app.annotator is None and app.memory.name == ""  # no made-up name
     app.open_tab("Confusion")
     first = app.built["Confusion"]
-    app.annotator_box.value = "frank"
+    with pytest.raises(wb.ProjectError, match="without a name"):
+        first.grid.assign(p.classes[0], [first.grid.sample_ids[0]] if first.grid.sample_ids
+                          else [p.dataset.first().id])
+    app.annotator_box.value = "frank"  # typed (or filled in by the browser's memory)
+    same = app.open_tab("Confusion")
+    assert same is first and same.grid.annotator == "frank"  # the work on screen is kept
+    assert app.memory.name == "frank"  # remembered for the next visit
+    app.version_picker.value = v2.name
     rebuilt = app.open_tab("Confusion")
-    assert rebuilt is not first and rebuilt.grid.annotator == "frank"
+    assert rebuilt is not first and rebuilt.version.name == v2.name
+    assert rebuilt.grid.annotator == "frank"
     empty = Workbench(project)  # no model version yet
     note = empty.open_tab("Confusion")
     assert "needs a model version" in note.value and "wb.train" in note.value

@@ -203,6 +203,37 @@ def test_voila_widgets_keyboard_relabel_review_and_confusion_click(widget_demo, 
             page.keyboard.press("u")
             assert _wait_stored(p, sid, who, n_before)["label"] is None
 
+            # 1b. keys act where the eye is: an arrow moves the selection, a digit labels
+            # what is selected now (not the tile clicked before), shift extends it, and the
+            # status line names the images changed. Every stored entry matches the intent.
+            tiles = page.locator(".loupe-grid .loupe-tile")
+            ids = [tiles.nth(i).get_attribute("data-id") for i in range(4)]
+            names = {sid: Path(path).name for sid, path in
+                     zip(*p.dataset.select(ids).values(["id", "filepath"]), strict=True)}
+            start = _entries_by(p, who)
+            before = {sid: len(p.history(sid)) for sid in ids}
+            tiles.nth(0).click()
+            page.keyboard.press("ArrowRight")
+            page.keyboard.press("2")
+            assert _wait_stored(p, ids[1], who, before[ids[1]])["label"] == p.classes[1]
+            page.wait_for_function(
+                "name => document.querySelector('.loupe-grid .loupe-grid-message')"
+                ".textContent.includes(name)", arg=names[ids[1]], timeout=10_000)
+            page.keyboard.press("Shift+ArrowRight")
+            page.keyboard.press("Shift+ArrowRight")
+            page.keyboard.press("1")
+            deadline = time.monotonic() + STORE_TIMEOUT_S
+            while _entries_by(p, who) < start + 4 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(0.5)
+            intended = {ids[0]: [], ids[1]: [p.classes[1], p.classes[0]],
+                        ids[2]: [p.classes[0]], ids[3]: [p.classes[0]]}
+            for sid, labels in intended.items():
+                new = p.history(sid).iloc[before[sid]:]
+                assert list(new["annotator"]) == [who] * len(labels), sid
+                assert list(new["label"]) == labels, sid
+            assert _entries_by(p, who) == start + 4
+
             # 2. a click on a confusion cell fills the drill-down grid with exactly its images
             matrix = wb.confusion(p, v1)
             off = matrix.where(~np.eye(len(matrix), dtype=bool), 0)

@@ -127,8 +127,9 @@ def test_issue_queue_of_a_detection_project_shows_boxed_issue_cards(planted):
     from widgets.label.issue_queue import IssueQueue
 
     p, v1, ids = planted
-    queue = IssueQueue(p, v1, annotator="det-look")
-    assert isinstance(queue, BoxIssueQueue) and isinstance(queue, IssueQueue)
+    with pytest.warns(FutureWarning, match="use BoxIssueQueue"):  # the earlier shortcut
+        queue = IssueQueue(p, v1, annotator="det-look")
+    assert isinstance(queue, BoxIssueQueue)
 
     report = detection_report(p, v1, write=False)
     assert sorted(report.issues["kind"]) == sorted(KIND_OF.values())
@@ -180,10 +181,10 @@ def test_issue_queue_of_a_detection_project_shows_boxed_issue_cards(planted):
 
 
 def test_accept_applies_each_kind_of_suggestion_and_undo_restores(planted):
-    from widgets.label.issue_queue import IssueQueue
+    from widgets.label.box_issue_queue import BoxIssueQueue
 
     p, v1, ids = planted
-    queue = IssueQueue(p, v1, annotator="det-accept")
+    queue = BoxIssueQueue(p, v1, annotator="det-accept")
     edits = []
     queue.on_edit(lambda changed, label: edits.append(changed))
     given = {name: _boxes(pairs) for name, (_, pairs) in IMAGES.items()}
@@ -209,7 +210,7 @@ def test_accept_applies_each_kind_of_suggestion_and_undo_restores(planted):
                            for r in consensus.itertuples()], expected[card["kind"]])
         assert queue.decisions[card["sample_id"]]["action"] == "accept"
     assert queue.decided == 4 and edits == [[c["image_id"]] for c in queue.cards]
-    assert IssueQueue(p, v1, annotator="det-accept").cards == []  # all reviewed now
+    assert BoxIssueQueue(p, v1, annotator="det-accept").cards == []  # all reviewed now
 
     for _ in range(4):  # undo: no review was in force before, so the review is withdrawn
         _send(queue, type="undo")
@@ -222,7 +223,7 @@ def test_accept_applies_each_kind_of_suggestion_and_undo_restores(planted):
         consensus = p.boxes(p.dataset.select([sid]))
         assert same_boxes([{"label": r.label, "bounding_box": [r.x, r.y, r.w, r.h]}
                            for r in consensus.itertuples()], given[name])
-    assert len(IssueQueue(p, v1, annotator="det-accept").cards) == 4
+    assert len(BoxIssueQueue(p, v1, annotator="det-accept").cards) == 4
 
 
 def test_keep_stores_the_same_boxes_and_undo_re_appends_the_earlier_review(planted):
@@ -300,7 +301,8 @@ def test_confusion_click_lists_the_cell_images_with_boxes(planted):
     from widgets.analyse.confusion import ConfusionDrilldown
 
     p, v1, ids = planted
-    widget = ConfusionDrilldown(p, v1, annotator="det-cell")
+    with pytest.warns(FutureWarning, match="use BoxConfusionDrilldown"):  # earlier shortcut
+        widget = ConfusionDrilldown(p, v1, annotator="det-cell")
     assert isinstance(widget, BoxConfusionDrilldown)
     report = detection_report(p, v1, write=False)
     pd.testing.assert_frame_equal(widget.matrix, report.confusion)
@@ -337,10 +339,10 @@ def test_confusion_click_lists_the_cell_images_with_boxes(planted):
 
 
 def test_a_save_in_the_labeler_redraws_the_matrix(planted):
-    from widgets.analyse.confusion import ConfusionDrilldown
+    from widgets.analyse.box_confusion import BoxConfusionDrilldown
 
     p, v1, ids = planted
-    widget = ConfusionDrilldown(p, v1.name, annotator="det-fix")
+    widget = BoxConfusionDrilldown(p, v1.name, annotator="det-fix")
     before = widget.matrix.copy()
     widget.drill("spot", "hole")
     sid = ids["img2.png"]
@@ -377,20 +379,19 @@ def test_confusion_view_and_bad_input(planted):
 # -- a real detector -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_widgets_agree_with_the_report_of_a_trained_detector(planted):
-    from widgets.analyse.confusion import ConfusionDrilldown
+    from widgets.analyse.box_confusion import BoxConfusionDrilldown
     from widgets.label.box_issue_queue import BoxIssueQueue
-    from widgets.label.issue_queue import IssueQueue
 
     p, _, _ = planted
     mv = wb.train(p, task="detection", folds=2, epochs=2, image_size=SIZE, progress=False)
     report = detection_report(p, mv, score_threshold=0.05, write=False)
-    queue = IssueQueue(p, mv, annotator="det-real", score_threshold=0.05)
+    queue = BoxIssueQueue(p, mv, annotator="det-real", score_threshold=0.05)
     assert isinstance(queue, BoxIssueQueue)
     assert queue.sample_ids == list(report.issues["sample_id"])
     assert [c["kind"] for c in queue.cards] == list(report.issues["kind"])
     if queue.cards:
         assert _decode(queue.image).shape[:2] == (queue.image_size, queue.image_size)
-    widget = ConfusionDrilldown(p, mv, score_threshold=0.05, labeler=False)
+    widget = BoxConfusionDrilldown(p, mv, score_threshold=0.05, labeler=False)
     pd.testing.assert_frame_equal(widget.matrix, report.confusion)
     counted = widget.cells.groupby(["true", "predicted"])["n"].sum()
     assert counted.sum() == widget.matrix.to_numpy().sum()

@@ -65,7 +65,7 @@ def test_keyboard_assign_reaches_the_store_with_the_annotator_and_undo_appends(s
 
 
 def test_undo_restores_the_previous_decision_of_several_edits(small_demo):
-    grid = LabelingGrid(small_demo)
+    grid = LabelingGrid(small_demo, annotator="undo-tester")
     ids = [item["id"] for item in grid.items[:3]]
     grid.assign("scratch", ids)
     grid.assign("pit_mark", ids[:2])
@@ -86,7 +86,7 @@ def test_votes_mode_counts_in_the_majority(small_demo):
 
 
 def test_filters_by_label_slice_tag_and_unknown_filter_is_explained(small_demo):
-    grid = LabelingGrid(small_demo)
+    grid = LabelingGrid(small_demo, annotator="filter-tester")
     frame = small_demo.to_pandas()
     front_filters = {"label": "scratch", "lighting": "dim"}
     grid.filters = front_filters  # the selects in the page set this trait
@@ -139,7 +139,7 @@ def test_unlabelled_samples_can_be_filtered(project, tmp_path):
         Image.new("RGB", (32, 32), (i * 60, 10, 10)).save(folder / f"img_{i}.png")
     project.add_class("ok")
     project.import_folder(folder, layout="unlabeled", progress=False)
-    grid = LabelingGrid(project)
+    grid = LabelingGrid(project, annotator="unlabelled-tester")
     assert grid.filter_options["label"] == [UNLABELLED]
     grid.filter(label=UNLABELLED)
     assert grid.total == 3

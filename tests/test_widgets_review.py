@@ -277,3 +277,23 @@ def test_review_js_is_an_es_module_exporting_render():
     result = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_an_open_queue_marks_what_someone_else_decided_meanwhile(widget_demo):
+    """Two inspectors on one queue: the page left open learns (on its next poll) that the
+    other decided a card, and shows it on that card; its own decisions are never marked."""
+    from widgets.label.issue_queue import IssueQueue
+
+    p, v1, _ = widget_demo
+    mine = IssueQueue(p, v1, annotator="rq-open-a", only_issues=False)
+    theirs = IssueQueue(p, v1, annotator="rq-open-b", only_issues=False)
+    first, second = mine.cards[0]["sample_id"], mine.cards[1]["sample_id"]
+    assert mine.check_others() == {}
+    mine.keep(sample_id=first)
+    label = theirs.cards[[c["sample_id"] for c in theirs.cards].index(second)]["given"]
+    theirs.keep(sample_id=second)
+    _send(mine, type="poll")  # what review.js sends every few seconds
+    assert mine.taken == {second: f"rq-open-b decided {label}"}
+    assert "rq-open-b decided 1 card of this queue meanwhile" in mine.message
+    mine.refresh()  # the decided cards leave the queue; nothing is marked any more
+    assert second not in mine.sample_ids and mine.taken == {}

@@ -3,6 +3,7 @@
 This stub is the one list: type checkers and IDEs read it, and ``__init__.py`` builds
 ``__getattr__``, ``__dir__`` and ``__all__`` from it."""
 
+from ._base.name_memory import RememberedName
 from ._base.palette import label_colors
 from ._base.review_queue import ReviewQueue
 from .analyse.box_confusion import BoxConfusionDrilldown
@@ -18,6 +19,7 @@ from .label.box_labeler import BoxLabeler
 from .label.grid import LabelingGrid
 from .label.issue_queue import IssueQueue
 from .label.label_book import LabelBook
+from .monitor.drift_banner import DriftBanner
 from .monitor.drift_monitor import DriftMonitor
 from .overview import ProjectOverview
 
@@ -27,6 +29,7 @@ __all__ = [
     "BoxIssueQueue",
     "BoxLabeler",
     "ConfusionDrilldown",
+    "DriftBanner",
     "DriftMonitor",
     "EmbeddingMap",
     "IssueQueue",
@@ -34,6 +37,7 @@ __all__ = [
     "LabelingGrid",
     "ModelCompare",
     "ProjectOverview",
+    "RememberedName",
     "ReviewCurve",
     "ReviewQueue",
     "SlicePerformance",

@@ -8,20 +8,25 @@ rebuilt when the project, the version or the person changes. A tab that cannot b
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import ipywidgets as widgets
 
+from widgets._base.name_memory import RememberedName
 from widgets._base.source import resolve_source
+from widgets.analyse.box_confusion import BoxConfusionDrilldown
 from widgets.analyse.compare import ModelCompare
 from widgets.analyse.confusion import ConfusionDrilldown
 from widgets.analyse.embedding_map import EmbeddingMap
 from widgets.analyse.slices import SlicePerformance
 from widgets.label.agreement_review import AgreementReview
+from widgets.label.box_issue_queue import BoxIssueQueue
 from widgets.label.box_labeler import BoxLabeler
 from widgets.label.grid import LabelingGrid
 from widgets.label.issue_queue import IssueQueue
 from widgets.label.label_book import LabelBook
+from widgets.monitor.drift_banner import DriftBanner
 from widgets.monitor.drift_monitor import DriftMonitor
 from workbench import Project, ProjectError, list_projects
 from workbench.text import escape_html
@@ -71,11 +76,13 @@ def _always(workbench: Workbench) -> str | None:
 #: Issues open their box versions on a detection project; Label opens a BoxLabeler.
 TABS: dict[str, tuple[Builder, Callable[[Workbench], str | None]]] = {
     "Label": (_labeler, _always),
-    "Confusion": (lambda w: ConfusionDrilldown(w.source, w.version, annotator=w.annotator),
+    "Confusion": (lambda w: (BoxConfusionDrilldown if w.project.task == "detection"
+                             else ConfusionDrilldown)(w.source, w.version, annotator=w.annotator),
                   _version_needed),
     "Slices": (lambda w: SlicePerformance(w.source, w.version, annotator=w.annotator),
                _classification_only(_version_needed)),
-    "Issues": (lambda w: IssueQueue(w.source, w.version, annotator=w.annotator),
+    "Issues": (lambda w: (BoxIssueQueue if w.project.task == "detection"
+                          else IssueQueue)(w.source, w.version, annotator=w.annotator),
                _version_needed),
     "Agreement": (lambda w: AgreementReview(w.source, annotator=w.annotator),
                   _classification_only(_always)),
@@ -99,7 +106,7 @@ class Workbench(widgets.VBox):
         The project to open first (a view restricts every tab to its samples).
     version : str, optional
         The model version to analyse; the newest when None.
-    annotator : str, default "alice"
+    annotator : str, optional
         The name every edit in every tab is stored under.
 
     Attributes
@@ -110,7 +117,7 @@ class Workbench(widgets.VBox):
     """
 
     def __init__(self, source: Any, *, version: str | None = None,
-                 annotator: str = "alice") -> None:
+                 annotator: str | None = None) -> None:
         project, ids = resolve_source(source)
         self.source: Any = source if ids is not None else project
         self.project: Project = project
@@ -120,19 +127,29 @@ class Workbench(widgets.VBox):
                                                description="Project")
         self.version_picker = widgets.Dropdown(description="Version")
         self.baseline_picker = widgets.Dropdown(description="Compare to")
-        self.annotator_box = widgets.Text(value=annotator, description="Your name",
+        self.annotator_box = widgets.Text(value=annotator or "", description="Your name",
+                                          placeholder="needed to save edits",
                                           continuous_update=False)
+        self.memory = RememberedName()  # the name typed on an earlier visit of this browser
+        widgets.link((self.annotator_box, "value"), (self.memory, "name"))  # box first: it wins
+        self.refresh_button = widgets.Button(description="refresh", icon="refresh",
+                                             tooltip="re-read the project: others' decisions, "
+                                                     "new versions, the latest drift check")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.banner = DriftBanner(project)
         self.status = widgets.HTML()
         self.tabs = widgets.Tab(children=[widgets.VBox() for _ in TABS],
                                 titles=list(TABS))
         self._set_versions(version)
         self.project_picker.observe(self._on_project, names="value")
-        for picker in (self.version_picker, self.baseline_picker, self.annotator_box):
+        for picker in (self.version_picker, self.baseline_picker):
             picker.observe(self._on_choice, names="value")
+        self.annotator_box.observe(self._on_name, names="value")
         self.tabs.observe(self._on_tab, names="selected_index")
         header = widgets.HBox([self.project_picker, self.version_picker,
-                               self.baseline_picker, self.annotator_box])
-        super().__init__(children=[header, self.status, self.tabs])
+                               self.baseline_picker, self.annotator_box, self.refresh_button],
+                              layout=widgets.Layout(flex_flow="row wrap"))
+        super().__init__(children=[header, self.memory, self.banner, self.status, self.tabs])
         self.add_class("loupe-workbench")
         self.open_tab(list(TABS)[self.tabs.selected_index or 0])
 
@@ -148,9 +165,9 @@ class Workbench(widgets.VBox):
         return self.baseline_picker.value
 
     @property
-    def annotator(self) -> str:
-        """The name edits are stored under."""
-        return self.annotator_box.value.strip() or "anonymous"
+    def annotator(self) -> str | None:
+        """The name edits are stored under (None until one is typed: tabs are read-only)."""
+        return self.annotator_box.value.strip() or None
 
     @property
     def selected(self) -> list[str]:
@@ -199,7 +216,27 @@ class Workbench(widgets.VBox):
         self.status.value = (f'<span class="loupe-sub">{escape_html(self.project.name)}: '
                              f"{len(self.project)} samples · "
                              f"{len(names)} model version{'s' if len(names) != 1 else ''}"
-                             "</span>")
+                             f" · as of {datetime.now():%H:%M}</span>")
+
+    def refresh(self) -> None:
+        """Re-read the project (versions, drift, every tab) as it is now in the store."""
+        self.project = Project.open(self.project.name)
+        if self.source is not self.project and isinstance(self.source, Project):
+            self.source = self.project
+        self._set_versions(self.version)
+        self.banner.project = self.project
+        self.banner.refresh()
+        self._reset()
+
+    def _on_name(self, change: dict) -> None:
+        """A new name: every built tab stores its next decision under it (nothing rebuilt)."""
+        name = self.annotator
+        for widget in self.built.values():
+            for part in (widget, getattr(widget, "grid", None), getattr(widget, "labeler", None)):
+                if part is not None and hasattr(part, "annotator"):
+                    part.annotator = name or ""
+            if hasattr(widget, "author"):
+                widget.author = name or ""
 
     def _reset(self) -> None:
         self.built = {}
@@ -209,6 +246,8 @@ class Workbench(widgets.VBox):
     def _on_project(self, change: dict) -> None:
         self.project = Project.open(change["new"])
         self.source = self.project
+        self.banner.project = self.project
+        self.banner.refresh()
         self._set_versions(None)
         self._reset()
 

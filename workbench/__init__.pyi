@@ -32,6 +32,7 @@ from .improve.synthesize import (
     veto_synthetic,
 )
 from .monitor.drift import DriftReport, drift, drift_history, load_check
+from .store.coerce import as_project, as_version, require_task
 from .store.ingest.scan import ImportReport
 from .store.labelbook import add_example, book_history, define_label, label_book, remove_example
 from .store.project import Project, delete_project, list_projects
@@ -63,6 +64,8 @@ __all__ = [
     "UnusableStateWarning",
     "add_example",
     "agreement",
+    "as_project",
+    "as_version",
     "book_history",
     "class_deltas",
     "class_report",
@@ -90,6 +93,7 @@ __all__ = [
     "next_to_label",
     "outliers",
     "remove_example",
+    "require_task",
     "review_curve",
     "slice_report",
     "suggest_examples",

@@ -30,9 +30,8 @@ from PIL import UnidentifiedImageError
 
 from widgets._base import STATIC
 from widgets._base.palette import label_colors
-from widgets._base.source import resolve_source, run_message
+from widgets._base.source import annotator_name, require_annotator, resolve_source, run_message
 from workbench import ProjectError
-from workbench.store import _db as store
 from workbench.store.labels import latest_per_annotator, latest_review
 from workbench.store.thumbnails import thumbnail_data_uri
 
@@ -57,8 +56,9 @@ class ReviewQueue(anywidget.AnyWidget):
     ----------
     source : Project, str or FiftyOne view
         The project, its name, or a view of its dataset (only its samples are queued).
-    annotator : str, default "alice"
-        The name every decision is stored under.
+    annotator : str, optional
+        The name every decision is stored under. Without it the
+        widget shows everything and refuses to write (no decision under a made-up name).
     image_size : int, default 256
         Longest side of the current card's image, in pixels.
     thumb_size : int, default 64
@@ -92,7 +92,7 @@ class ReviewQueue(anywidget.AnyWidget):
     colors = t.Dict().tag(sync=True)
     decisions = t.Dict().tag(sync=True)
     decided = t.Int(0).tag(sync=True)
-    annotator = t.Unicode("alice").tag(sync=True)
+    annotator = t.Unicode("").tag(sync=True)
     image = t.Unicode("").tag(sync=True)
     image_error = t.Unicode("").tag(sync=True)
     strip = t.List(t.Dict()).tag(sync=True)
@@ -100,10 +100,13 @@ class ReviewQueue(anywidget.AnyWidget):
     message = t.Unicode("").tag(sync=True)
     error = t.Unicode("").tag(sync=True)
     can_undo = t.Bool(False).tag(sync=True)
+    #: Card key → "decided by … meanwhile" for cards someone else decided while this queue
+    #: was open (checked when the page polls, every few seconds).
+    taken = t.Dict().tag(sync=True)
     image_size = t.Int(256).tag(sync=True)
     thumb_size = t.Int(64).tag(sync=True)
 
-    def __init__(self, source: Any, *, annotator: str = "alice", image_size: int = 256,
+    def __init__(self, source: Any, *, annotator: str | None = None, image_size: int = 256,
                  thumb_size: int = 64, strip_size: int = 8) -> None:
         name = type(self).__name__
         for argument, value in (("image_size", image_size), ("thumb_size", thumb_size),
@@ -111,9 +114,7 @@ class ReviewQueue(anywidget.AnyWidget):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2048:
                 raise ValueError(f"{name}: {argument} must be an integer from 1 to 2048, "
                                  f"got {value!r}")
-        if not isinstance(annotator, str) or not annotator.strip():
-            raise ProjectError(f"{name}: annotator must be a non-empty name, "
-                               "e.g. annotator='alice'")
+        annotator = annotator_name(annotator, name)
         self.project, self._scope = resolve_source(source)
         self.strip_size = strip_size
         #: (card key, the review in force before the decision, the decision it replaced).
@@ -122,8 +123,9 @@ class ReviewQueue(anywidget.AnyWidget):
         self._handlers: dict[str, Callable[[Mapping], None]] = {
             "decide": self._on_decide, "undo": lambda _: self.undo(),
             "move": lambda content: self.move(content.get("index")),
+            "poll": lambda _: self.check_others(),
         }
-        super().__init__(annotator=annotator.strip(), image_size=image_size,
+        super().__init__(annotator=annotator, image_size=image_size,
                          thumb_size=thumb_size)
         self.on_msg(self._on_front_message)
         self.observe(lambda _: self._show(), names="index")
@@ -147,10 +149,37 @@ class ReviewQueue(anywidget.AnyWidget):
         if self._scope is not None:
             scope = set(self._scope)
             cards = [card for card in cards if card["sample_id"] in scope]
-        histories = store.histories(self.project.dataset, [c["sample_id"] for c in cards])
+        histories = self.project.histories([c["sample_id"] for c in cards])
         cards = [_card(card, histories.get(card["sample_id"], [])) for card in cards
                  if latest_review(histories.get(card["sample_id"], [])) is None]
         self._publish(cards, classes)
+
+    def check_others(self) -> dict[str, str]:
+        """Mark the cards another person decided since the queue was built (their review
+        in force is not this queue's); returns the marks (card key → what they decided)."""
+        mine = set(self.decisions)
+        open_ = [card for card in self.cards if card["sample_id"] not in mine]
+        marks = self._decided_by_others(open_)
+        if marks != self.taken:
+            new = len(set(marks) - set(self.taken))
+            with self.hold_trait_notifications():
+                self.taken = marks
+                if new:
+                    who = sorted({text.split(" decided")[0] for text in marks.values()})
+                    self.message = (f"{', '.join(who)} decided {len(marks)} card"
+                                    f"{'s' if len(marks) != 1 else ''} of this queue meanwhile "
+                                    "(marked; refresh to drop them)")
+        return marks
+
+    def _decided_by_others(self, cards: list[dict]) -> dict[str, str]:
+        """Card key → "<who> decided <label>" for cards with someone else's review."""
+        histories = self.project.histories([card["sample_id"] for card in cards])
+        marks = {}
+        for card in cards:
+            review = latest_review(histories.get(card["sample_id"], []))
+            if review is not None and review["annotator"] != self.annotator:
+                marks[card["sample_id"]] = f"{review['annotator']} decided {review['label']}"
+        return marks
 
     def _publish(self, cards: list[dict], classes: list[str], **traits: Any) -> None:
         """Show a new queue from its first card (``traits``: more traits to set with it)."""
@@ -160,6 +189,7 @@ class ReviewQueue(anywidget.AnyWidget):
             self.cards = cards
             self.decisions = {}
             self.decided = 0
+            self.taken = {}
             self.index = 0
             self.error = ""
             self.message = "" if cards else "nothing to review"
@@ -233,10 +263,14 @@ class ReviewQueue(anywidget.AnyWidget):
         """Re-append the review ``previous`` was (None: withdraw the review); returns what
         the sample is back to, for the message."""
         if previous is None:
-            self.project.withdraw(sample_id, annotator=self.annotator, review=True)
+            self.project.withdraw(sample_id, annotator=self._writer(), review=True)
             return "its votes"
-        self.project.annotate(sample_id, previous, annotator=self.annotator, review=True)
+        self.project.annotate(sample_id, previous, annotator=self._writer(), review=True)
         return previous
+
+    def _writer(self) -> str:
+        """The annotator to store a decision under; refuses when the queue has none."""
+        return require_annotator(self.annotator, type(self).__name__)
 
     def _sample_of(self, key: str) -> str:
         """The sample id of a card's key (the same here; an issue id in subclasses)."""
@@ -268,9 +302,9 @@ class ReviewQueue(anywidget.AnyWidget):
 
     def _decide(self, card: dict, label: str, action: str) -> str:
         sample_id = card["sample_id"]
-        history = store.histories(self.project.dataset, [sample_id]).get(sample_id, [])
+        history = self.project.histories([sample_id]).get(sample_id, [])
         in_force = latest_review(history)
-        self.project.annotate(sample_id, label, annotator=self.annotator, review=True)
+        self.project.annotate(sample_id, label, annotator=self._writer(), review=True)
         self._undo.append((sample_id, in_force["label"] if in_force else None,
                            self.decisions.get(sample_id)))
         decisions = {**self.decisions, sample_id: {"action": action, "label": label}}

@@ -38,6 +38,43 @@ def resolve_source(source: Any, view: Any = None) -> tuple[Project, list[str] | 
     return project, ids
 
 
+def annotator_name(annotator: str | None, widget: str, *, argument: str = "annotator") -> str:
+    """The name a widget stores its decisions under ("" when none was given).
+
+    Without a name a widget shows the data and refuses every write with a message that
+    asks for one, so that no decision is recorded under a made-up name. A blank name
+    given explicitly is a mistake and raises at once."""
+    if annotator is None:
+        return ""
+    if not isinstance(annotator, str) or not annotator.strip():
+        raise ProjectError(f"{widget}: {argument} must be a non-empty name, e.g. "
+                           f"{argument}='erin' (the name every decision is stored under)")
+    return annotator.strip()
+
+
+def require_annotator(annotator: str, widget: str) -> str:
+    """``annotator``, or a clear refusal when the widget was opened without one."""
+    if not annotator:
+        raise ProjectError(f"{widget} was opened without a name, so it cannot record "
+                           f"decisions: open it with annotator='your name' "
+                           f"(e.g. {widget}(p, annotator='erin'))")
+    return annotator
+
+
+def is_detection_source(source: Any) -> bool:
+    """Whether ``source`` (a project, its name or a view) is a detection project; False
+    when it is none of these (the constructor then says why)."""
+    try:
+        if isinstance(source, Project):
+            return source.task == "detection"
+        if isinstance(source, str):
+            return Project.open(source).task == "detection"
+        root = getattr(source, "_root_dataset", None)  # a FiftyOne dataset or view
+        return root is not None and Project.open(root.name).task == "detection"
+    except (ProjectError, ValueError):
+        return False
+
+
 def _one(source: Any) -> tuple[Project, list[str] | None]:
     if isinstance(source, Project):
         return source, None

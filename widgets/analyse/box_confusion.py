@@ -24,15 +24,16 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import UnidentifiedImageError
 
+import workbench as wb
 from widgets._base.drill import chart_style
+from widgets._base.heatmap import cell_hovertext, heatmap_figure
 from widgets._base.palette import color_of, label_colors
-from widgets._base.source import resolve_source
-from widgets.analyse.confusion import ConfusionDrilldown, cell_hovertext, heatmap_figure
+from widgets._base.source import annotator_name, resolve_source
 from widgets.label.box_issue_queue import boxed_image
 from workbench import ProjectError
-from workbench.analyse.classification import class_order, resolve
+from workbench.analyse.classification import class_order
+from workbench.keywords import renamed
 from workbench.metrics import detection_metrics as dm
-from workbench.store import _db as store
 from workbench.store.boxes import box_consensus
 from workbench.text import escape_html, escape_plotly
 
@@ -43,17 +44,18 @@ BACKGROUND = dm.BACKGROUND
 CELL_COLUMNS = ["sample_id", "true", "predicted", "n"]
 
 
-class BoxConfusionDrilldown(ConfusionDrilldown):
+class BoxConfusionDrilldown(widgets.VBox):
     """A box confusion heat map (with background) whose cells open their images.
 
     Parameters
     ----------
     source : Project, str or FiftyOne view
         A detection project, its name, or a view of it (only the view's images count).
-    mv : ModelVersion or str, optional
+    version : ModelVersion or str, optional
         The detection version (``"v2"``); the newest when None.
-    annotator : str, default "alice"
-        Name the labeler's corrections are stored under (as review decisions).
+    annotator : str, optional
+        Name the labeler's corrections are stored under (as review decisions). Without it the
+        widget shows everything and refuses to write (no decision under a made-up name).
     iou : float, default 0.5
         IoU of a match between a given and a predicted box.
     score_threshold : float, default 0.3
@@ -89,8 +91,9 @@ class BoxConfusionDrilldown(ConfusionDrilldown):
         The sample ids of the drilled cell, in gallery order.
     """
 
-    def __init__(self, source: Any, mv: ModelVersion | str | None = None, *,
-                 annotator: str = "alice", iou: float = 0.5, score_threshold: float = 0.3,
+    @renamed(mv="version")
+    def __init__(self, source: Any, version: ModelVersion | str | None = None, *,
+                 annotator: str | None = None, iou: float = 0.5, score_threshold: float = 0.3,
                  thumb_size: int = 96, page_size: int = 60, labeler: bool = True) -> None:
         for name, value, low in (("iou", iou, 0.05), ("score_threshold", score_threshold, 0.0)):
             if isinstance(value, bool) or not isinstance(value, int | float) \
@@ -101,19 +104,15 @@ class BoxConfusionDrilldown(ConfusionDrilldown):
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2048:
                 raise ValueError(f"BoxConfusionDrilldown: {name} must be an integer from 1 to "
                                  f"2048, got {value!r}")
-        if not isinstance(annotator, str) or not annotator.strip():
-            raise ProjectError("BoxConfusionDrilldown: annotator must be a non-empty name, "
-                               "e.g. annotator='alice'")
+        annotator = annotator_name(annotator, "BoxConfusionDrilldown")
         project, self._scope = resolve_source(source)
-        if project.task != "detection":
-            raise ProjectError(f"BoxConfusionDrilldown needs a detection project; "
-                               f"{project.name!r} is a {project.task} project "
-                               "(use ConfusionDrilldown)")
-        self.project, self.version = resolve(project, mv)
+        wb.require_task(project, "detection", "BoxConfusionDrilldown",
+                        instead="ConfusionDrilldown")
+        self.project, self.version = wb.as_version(project, version)
         if self.version.task != "detection":
             raise ProjectError(f"model version {self.version.name!r} is a {self.version.task} "
                                "model; train a detector with wb.train(p, task='detection')")
-        self.annotator, self.iou, self.score_threshold = annotator.strip(), iou, score_threshold
+        self.annotator, self.iou, self.score_threshold = annotator, iou, score_threshold
         self.thumb_size, self.page_size, self._with_labeler = thumb_size, page_size, labeler
         self.cell: tuple[str, str] | None = None
         self.shown: list[str] = []
@@ -128,7 +127,7 @@ class BoxConfusionDrilldown(ConfusionDrilldown):
         self.refresh()  # draw before wrapping: a FigureWidget's early changes are lost
         self.figure = go.FigureWidget(self.figure)
         self.figure.data[0].on_click(self._on_click)
-        widgets.VBox.__init__(self, children=[
+        super().__init__(children=[
             chart_style(), self.header, widgets.HBox([self.figure, self.table]), self.gallery,
             self.labeler_box])
         self.add_class("loupe-model")
@@ -142,6 +141,11 @@ class BoxConfusionDrilldown(ConfusionDrilldown):
         if self.labeler is not None:
             return list(self.labeler.selected)
         return list(self.shown)
+
+    @property
+    def classes(self) -> list[str]:
+        """Rows of the matrix (the classes and background), in order."""
+        return list(self.matrix.index)
 
     @property
     def per_class(self) -> pd.DataFrame:
@@ -222,6 +226,10 @@ class BoxConfusionDrilldown(ConfusionDrilldown):
         return ids
 
     # -- helpers -----------------------------------------------------------------------
+    def _on_click(self, _trace: Any, points: Any, _state: Any) -> None:
+        if points.point_inds:
+            self.drill(str(points.ys[0]), str(points.xs[0]))
+
     def _cell_ids(self, true: str, predicted: str) -> list[str]:
         cell = self.cells[(self.cells["true"] == true) & (self.cells["predicted"] == predicted)]
         if cell.empty:
@@ -243,7 +251,7 @@ class BoxConfusionDrilldown(ConfusionDrilldown):
         found = self.project.dataset.select(page)
         paths = dict(zip(*found.values(["id", "filepath"]), strict=True))
         consensus = {sid: box_consensus(h) or []
-                     for sid, h in store.box_histories(self.project.dataset, page).items()}
+                     for sid, h in self.project.box_histories(page).items()}
         given = self._gt[self._gt["label"] == true].groupby("sample_id")
         guessed = self._pred[self._pred["label"] == predicted].groupby("sample_id")
         given, guessed = dict(list(given)), dict(list(guessed))

@@ -21,6 +21,7 @@ from widgets._base.palette import color_of, label_colors
 from widgets._base.source import resolve_source
 from workbench import ProjectError
 from workbench.analyse.compare import compare
+from workbench.keywords import renamed
 from workbench.metrics.compare import OUTCOMES, per_class_deltas
 from workbench.text import escape_html, escape_plotly
 
@@ -33,6 +34,10 @@ BUTTONS = (("better", "better"), ("worse", "worse"), ("same wrong", "same_wrong"
 ALL_CLASSES = "all classes"
 
 
+#: How the header names the images compared, by ``on``.
+_ON_TEXT = {"both": "samples held out by both",
+            "either": "labelled samples either version saw (unseen ones predicted fresh)"}
+
 class ModelCompare(widgets.VBox):
     """Two versions side by side: which images got better or worse, per class.
 
@@ -40,12 +45,18 @@ class ModelCompare(widgets.VBox):
     ----------
     source : Project, str or FiftyOne view
         The project, its name, or a view of it (only the view's samples are compared).
-    a, b : ModelVersion or str
-        The version compared from (``"v1"``) and the one compared to (``"v2"``).
-    annotator : str, default "alice"
-        Name the grid's relabels are stored under (as review decisions).
+    baseline, version : ModelVersion or str
+        The version compared from (``"v1"``) and the one compared to (``"v2"``); ``a`` and
+        ``b`` are their earlier names.
+    annotator : str, optional
+        Name the grid's relabels are stored under (as review decisions). Without it the
+        widget shows everything and refuses to write (no decision under a made-up name).
     thumb_size, page_size : int
         Thumbnail side and thumbnails per page in the grid.
+    on : {"both", "either"}, default "both"
+        The images compared (:func:`workbench.compare`): those both versions held out, or
+        every labelled image either trained on (a retrain on a new batch is judged on it
+        too); a toggle above the chart switches.
 
     Attributes
     ----------
@@ -72,12 +83,16 @@ class ModelCompare(widgets.VBox):
         predictions.
     """
 
-    def __init__(self, source: Any, a: ModelVersion | str, b: ModelVersion | str, *,
-                 annotator: str = "alice", thumb_size: int = 96, page_size: int = 60) -> None:
+    @renamed(a="baseline", b="version")
+    def __init__(self, source: Any, baseline: ModelVersion | str,
+                 version: ModelVersion | str, *,
+                 annotator: str | None = None, thumb_size: int = 96, page_size: int = 60,
+                 on: str = "both") -> None:
         self.project, self._scope = resolve_source(source)
-        self.frame = self._load(a, b)
+        self.on = on
+        self.frame = self._load(baseline, version)
         self.a, self.b = self.frame.attrs["a"], self.frame.attrs["b"]
-        self._a, self._b = a, b
+        self._a, self._b = baseline, version
         self.outcome = "worse"
         self.label: str | None = None
         self._picking = False
@@ -101,6 +116,12 @@ class ModelCompare(widgets.VBox):
             xaxis={"type": "category"}, plot_bgcolor="#ffffff",
             legend={"orientation": "h", "y": 1.12}))
         self.summary = widgets.HTML()
+        self.on_picker = widgets.ToggleButtons(
+            options=[("images both held out", "both"), ("every image either saw", "either")],
+            value=on, description="compare on", style={"button_width": "auto"},
+            tooltips=["out-of-fold predictions of both versions",
+                      "a version's prediction of an image it never trained on is a fresh one"])
+        self.on_picker.observe(self._on_scope, names="value")
         # Built with its data: changes made to a FigureWidget before the page shows it are
         # lost (plotly sends them as one-off messages), so draw first, then wrap.
         self._draw()
@@ -108,7 +129,7 @@ class ModelCompare(widgets.VBox):
         for trace in self.figure.data:
             trace.on_click(self._on_click)
         style = chart_style()
-        super().__init__(children=[style, self.summary, self.figure,
+        super().__init__(children=[style, self.summary, self.on_picker, self.figure,
                                    widgets.HBox([*self.buttons.values(), self.class_picker]),
                                    self.grid])
         self.add_class("loupe-model")
@@ -196,8 +217,12 @@ class ModelCompare(widgets.VBox):
         self.refresh()
 
     # -- helpers -----------------------------------------------------------------------
+    def _on_scope(self, change: dict) -> None:
+        self.on = change["new"]
+        self.refresh()
+
     def _load(self, a: ModelVersion | str, b: ModelVersion | str) -> pd.DataFrame:
-        return in_scope(compare(self.project, a, b), self._scope)
+        return in_scope(compare(self.project, a, b, on=self.on), self._scope)
 
     def _draw(self) -> None:
         classes = self.frame.attrs["classes"]
@@ -236,12 +261,27 @@ class ModelCompare(widgets.VBox):
             accuracy_b = float((self.frame["predicted_b"] == self.frame["given"]).mean())
             accuracy = f"accuracy {accuracy_a:.1%} → {accuracy_b:.1%}"
         else:
-            accuracy = "no sample was held out by both versions"
+            accuracy = "no sample to compare on"
         a, b = escape_html(self.a), escape_html(self.b)
         return (f'<div class="loupe-model-header"><h3>{a} → {b}</h3>'
-                f'<span class="loupe-model-sub">{n} samples held out by both · '
+                f'<span class="loupe-model-sub">{n} {_ON_TEXT.get(self.on, "samples")} · '
                 f'<span class="loupe-better">{counts["better"]} better</span> · '
                 f'<span class="loupe-worse">{counts["worse"]} worse</span> · '
                 f"{counts['same_right']} same right · {counts['same_wrong']} same wrong · "
-                f"{accuracy}</span> <span class=\"loupe-model-hint\">pick an outcome, then a "
+                f"{accuracy} on current labels</span>{self._trained_html()} "
+                '<span class="loupe-model-hint">pick an outcome, then a '
                 "class (bar or menu) to review those images</span></div>")
+
+    def _trained_html(self) -> str:
+        """How each version was trained: a difference in image size or images explains
+        much of a difference in accuracy."""
+        rows = []
+        for name in (self.a, self.b):
+            version = self.project.model(name)
+            config = version.config
+            rows.append(f"<li><b>{escape_html(name)}</b>: {escape_html(version.mode)} on "
+                        f"{escape_html(config.get('backbone'))} at "
+                        f"{escape_html(config.get('image_size'))} px, "
+                        f"{len(version.snapshot())} images trained on</li>")
+        return f'<ul class="loupe-trained-how">{"".join(rows)}</ul>'
+

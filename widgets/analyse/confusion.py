@@ -7,32 +7,36 @@ opens its samples (:func:`workbench.metrics.confusion_cell`, as ``wb.confusion_s
 in a :class:`~widgets.label.grid.LabelingGrid`, where they can be relabelled. After each relabel
 the matrix is re-read from the store: the given labels change, the predictions do not.
 
-On a detection project ``ConfusionDrilldown(p, mv)`` is a
-:class:`~widgets.analyse.box_confusion.BoxConfusionDrilldown`: the box confusion with background
-rows and columns, AP per class, and a cell's images with its boxes drawn.
+A detection project has its own widget,
+:class:`~widgets.analyse.box_confusion.BoxConfusionDrilldown` (the box confusion with background
+rows and columns, AP per class, a cell's images with their boxes); the
+:class:`~widgets.app.Workbench` picks by task. ``ConfusionDrilldown(detection_project, ...)``
+still opens one, with a ``FutureWarning``.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import pandas as pd
 import plotly.graph_objects as go
 
+import workbench as wb
 from widgets._base.drill import chart_style, drill_grid, in_scope
+from widgets._base.heatmap import cell_hovertext, heatmap_figure
 from widgets._base.palette import color_of, label_colors
-from widgets._base.source import resolve_source
+from widgets._base.source import is_detection_source, resolve_source
+from widgets.analyse.box_confusion import BoxConfusionDrilldown
 from workbench import ProjectError
 from workbench import metrics as analysis
-from workbench.analyse.classification import class_order, held_out, resolve
+from workbench.analyse.classification import class_order, held_out
+from workbench.keywords import renamed
 from workbench.text import escape_html, escape_plotly
 
 if TYPE_CHECKING:
     from workbench.train.versions import ModelVersion
-
-#: Colour scale of the confusion counts (white = none).
-COLORSCALE = [[0.0, "#ffffff"], [0.15, "#dbe9f6"], [1.0, "#08519c"]]
 
 
 class ConfusionDrilldown(widgets.VBox):
@@ -42,10 +46,11 @@ class ConfusionDrilldown(widgets.VBox):
     ----------
     source : Project, str or FiftyOne view
         The project, its name, or a view of it (only the view's samples are counted).
-    mv : ModelVersion or str, optional
+    version : ModelVersion or str, optional
         The model version (``"v2"``); the newest when None.
-    annotator : str, default "alice"
-        Name the grid's relabels are stored under (as review decisions).
+    annotator : str, optional
+        Name the grid's relabels are stored under (as review decisions). Without it the
+        widget shows everything and refuses to write (no decision under a made-up name).
     thumb_size : int, default 96
         Thumbnail side in the grid.
     page_size : int, default 60
@@ -66,21 +71,20 @@ class ConfusionDrilldown(widgets.VBox):
         The (given, predicted) cell shown in the grid.
     """
 
-    def __new__(cls, source: Any = None, *args: Any, **kwargs: Any) -> ConfusionDrilldown:
-        """On a detection project, a
-        :class:`~widgets.analyse.box_confusion.BoxConfusionDrilldown`."""
-        from widgets.label.issue_queue import is_detection_source
-
+    def __new__(cls, source: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """A :class:`BoxConfusionDrilldown` for a detection project (deprecated shortcut)."""
         if cls is ConfusionDrilldown and is_detection_source(source):
-            from widgets.analyse.box_confusion import BoxConfusionDrilldown
+            warnings.warn("ConfusionDrilldown on a detection project: use "
+                          "BoxConfusionDrilldown(p, version, annotator=...) (this shortcut "
+                          "goes in a later release)", FutureWarning, stacklevel=2)
+            return BoxConfusionDrilldown(source, *args, **kwargs)  # not a subclass: one init
+        return super().__new__(cls)
 
-            return super().__new__(BoxConfusionDrilldown, source, *args, **kwargs)
-        return super().__new__(cls, source, *args, **kwargs)
-
-    def __init__(self, source: Any, mv: ModelVersion | str | None = None, *,
-                 annotator: str = "alice", thumb_size: int = 96, page_size: int = 60) -> None:
+    @renamed(mv="version")
+    def __init__(self, source: Any, version: ModelVersion | str | None = None, *,
+                 annotator: str | None = None, thumb_size: int = 96, page_size: int = 60) -> None:
         project, self._scope = resolve_source(source)
-        self.project, self.version = resolve(project, mv)
+        self.project, self.version = wb.as_version(project, version)
         predictions = self.version.oof_predictions()
         self._predictions = predictions.set_index("sample_id")[["label", "confidence"]]
         self.cell: tuple[str, str] | None = None
@@ -137,7 +141,8 @@ class ConfusionDrilldown(widgets.VBox):
         accuracy = f"{correct / n:.1%}" if n else "n/a"
         self.header.value = (
             f'<div class="loupe-model-header"><h3>Confusion of {escape_html(self.version.name)}'
-            f"</h3><span class=\"loupe-model-sub\">{n} held-out samples · accuracy {accuracy}"
+            f"</h3><span class=\"loupe-model-sub\">accuracy on current labels {accuracy} · "
+            f"{n} images held out at training"
             '</span> <span class="loupe-model-hint">rows: given label · columns: predicted · '
             "click a cell to review its images</span></div>")
         self.table.value = _report_html(self.report, colors)
@@ -190,29 +195,6 @@ class ConfusionDrilldown(widgets.VBox):
         return {sid: f"{row.label} · {row.confidence:.0%}"
                 for sid, row in zip(ids, found.itertuples(), strict=True)
                 if isinstance(row.label, str)}
-
-
-def cell_hovertext(rows: list[str], columns: list[str]) -> list[list[str]]:
-    """Each heat map cell's "given … · predicted …" hover line, names shown as text."""
-    return [[f"given {escape_plotly(r)}<br>predicted {escape_plotly(c)}" for c in columns]
-            for r in rows]
-
-
-def heatmap_figure(*, unit: str, rows: str, size: tuple[int, int],
-                   margin: tuple[int, int]) -> go.Figure:
-    """An empty given × predicted heat map (filled by the widget's refresh): ``unit`` is what
-    a cell counts, ``rows`` the row axis title, ``margin`` the (left, bottom) margins."""
-    return go.Figure(
-        data=[go.Heatmap(z=[[0]], colorscale=COLORSCALE, showscale=False, xgap=2, ygap=2,
-                         texttemplate="%{text}", textfont={"size": 13},
-                         hovertemplate=f"%{{hovertext}}<br>%{{z}} {unit}<extra></extra>")],
-        layout=go.Layout(width=size[0], height=size[1],
-                         margin={"l": margin[0], "r": 10, "t": 30, "b": margin[1]},
-                         xaxis={"title": {"text": "predicted"}, "side": "bottom",
-                                "type": "category", "tickangle": -30},
-                         yaxis={"title": {"text": rows}, "autorange": "reversed",
-                                "type": "category"},
-                         plot_bgcolor="#ffffff"))
 
 
 def _report_html(report: pd.DataFrame, colors: dict[str, str]) -> str:

@@ -20,12 +20,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import traitlets as t
 
+import workbench as wb
 from widgets._base.drill import chart_style, drill_grid
 from widgets._base.palette import UNLABELLED_COLOR, color_of, label_colors
 from widgets._base.source import resolve_source
 from workbench import ProjectError
-from workbench.analyse.classification import resolve
 from workbench.analyse.embedding_map import embedding_map
+from workbench.keywords import renamed
 from workbench.text import escape_html, escape_plotly
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ _LEGEND_TITLES = {"label": "label", "issue": "label issues",
                   "prediction": "predicted<br><sub>✕ differs from the label</sub>"}
 
 
+#: What a projection method is called in a sentence.
+_METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP", "auto": "a 2-D projection"}
+
+
 class EmbeddingMap(widgets.VBox):
     """A lasso-able scatter of the project's images, and a grid of the selected ones.
 
@@ -53,11 +58,12 @@ class EmbeddingMap(widgets.VBox):
     ----------
     source : Project, str or FiftyOne view
         The project, its name, or a view of it (only the view's samples are mapped).
-    mv : ModelVersion or str, optional
+    version : ModelVersion or str, optional
         A model version: enables colouring by its held-out predictions and by its stored
         label issues (``wb.label_issues(p, mv)``), and picks the embeddings it used.
-    annotator : str, default "alice"
-        Name the grid's relabels are stored under (as review decisions).
+    annotator : str, optional
+        Name the grid's relabels are stored under (as review decisions). Without it the
+        widget shows everything and refuses to write (no decision under a made-up name).
     method : {"auto", "tsne", "pca"}, default "auto"
         Projection (see :func:`workbench.metrics.projection.project_2d`).
     seed : int, default 0
@@ -83,11 +89,13 @@ class EmbeddingMap(widgets.VBox):
 
     selected = t.List(t.Unicode())
 
-    def __init__(self, source: Any, mv: ModelVersion | str | None = None, *,
-                 annotator: str = "alice", method: Method = "auto", seed: int = 0,
+    @renamed(mv="version")
+    def __init__(self, source: Any, version: ModelVersion | str | None = None, *,
+                 annotator: str | None = None, method: Method = "auto", seed: int = 0,
                  thumb_size: int = 96, page_size: int = 60) -> None:
         project, scope = resolve_source(source)
-        self.project, self.version = (project, None) if mv is None else resolve(project, mv)
+        self.project, self.version = (project, None) if version is None \
+            else wb.as_version(project, version)
         self.frame = embedding_map(self.project, self.version, method=method, seed=seed,
                                    sample_ids=scope)
         self.colors = label_colors(self.project.classes)
@@ -229,8 +237,9 @@ class EmbeddingMap(widgets.VBox):
                    if self.version is not None else "")
         return (f'<div class="loupe-model-header"><h3>Embedding map</h3>'
                 f'<span class="loupe-model-sub">{len(self.frame)} images · '
-                f"{escape_html(str(attrs.get('method')))} of {escape_html(attrs['backbone'])} "
-                f"embeddings at {attrs['image_size']} px{version}</span> "
+                f"{escape_html(_METHOD_NAMES.get(str(attrs.get('method')), 'a projection'))} "
+                f"of the {escape_html(attrs['backbone'])} embeddings at {attrs['image_size']} px"
+                f"{version}</span> "
                 '<span class="loupe-model-hint">lasso or box-select points (or click one) to '
                 "review their images below</span></div>")
 

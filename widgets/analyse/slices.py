@@ -17,11 +17,13 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+import workbench as wb
 from widgets._base.drill import chart_style, drill_grid, in_scope
 from widgets._base.source import resolve_source
 from workbench import ProjectError
 from workbench import metrics as analysis
-from workbench.analyse.classification import check_slice_fields, held_out, resolve
+from workbench.analyse.classification import check_slice_fields, held_out
+from workbench.keywords import renamed
 from workbench.metrics.slices import MISSING
 from workbench.text import escape_html, escape_plotly
 
@@ -40,7 +42,7 @@ class SlicePerformance(widgets.VBox):
     ----------
     source : Project, str or FiftyOne view
         The project, its name, or a view of it (only the view's samples are counted).
-    mv : ModelVersion or str, optional
+    version : ModelVersion or str, optional
         The model version; the newest when None.
     by : sequence of str or str, optional
         Slice fields to break accuracy down by (e.g. ``["lighting", "line"]``); default all
@@ -49,8 +51,9 @@ class SlicePerformance(widgets.VBox):
         Also show every pair of values of two fields (``lighting=dim & line=B``).
     confidence : float, default 0.95
         Level of the Wilson intervals drawn as error bars.
-    annotator : str, default "alice"
-        Name the grid's relabels are stored under (as review decisions).
+    annotator : str, optional
+        Name the grid's relabels are stored under (as review decisions). Without it the
+        widget shows everything and refuses to write (no decision under a made-up name).
     thumb_size, page_size : int
         Thumbnail side and thumbnails per page in the grid.
 
@@ -73,12 +76,13 @@ class SlicePerformance(widgets.VBox):
         If a field of ``by`` is not a slice field of the project.
     """
 
-    def __init__(self, source: Any, mv: ModelVersion | str | None = None, *,
+    @renamed(mv="version")
+    def __init__(self, source: Any, version: ModelVersion | str | None = None, *,
                  by: Sequence[str] | str | None = None, pairs: bool = False,
-                 confidence: float = 0.95, annotator: str = "alice", thumb_size: int = 96,
+                 confidence: float = 0.95, annotator: str | None = None, thumb_size: int = 96,
                  page_size: int = 60) -> None:
         project, self._scope = resolve_source(source)
-        self.project, self.version = resolve(project, mv)
+        self.project, self.version = wb.as_version(project, version)
         self.by = check_slice_fields(self.project, by)
         self.pairs = bool(pairs) and len(self.by) > 1
         self.confidence = confidence
@@ -141,7 +145,8 @@ class SlicePerformance(widgets.VBox):
         self.header.value = (
             f'<div class="loupe-model-header"><h3>Accuracy per slice of '
             f"{escape_html(self.version.name)}</h3><span class=\"loupe-model-sub\">"
-            f"{len(frame)} held-out samples · overall accuracy {shown} (dashed line) · "
+            f"{len(frame)} images held out at training · accuracy on current labels {shown} "
+            "(dashed line) · "
             f"bars: {int(self.confidence * 100)} % Wilson intervals</span> "
             '<span class="loupe-model-hint">redder = further below overall · click a bar to '
             "review that slice's mistakes</span></div>")

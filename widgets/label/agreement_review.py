@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import workbench as wb
 from widgets._base.review_queue import ReviewQueue
+from workbench.keywords import renamed
 
 if TYPE_CHECKING:
     from workbench.train.versions import ModelVersion
@@ -26,11 +27,12 @@ class AgreementReview(ReviewQueue):
     ----------
     source : Project, str or FiftyOne view
         The project, its name, or a view of it (only its samples are queued).
-    annotator : str, default "alice"
-        The name every decision is stored under.
+    annotator : str, optional
+        The name every decision is stored under. Without it the
+        widget shows everything and refuses to write (no decision under a made-up name).
     threshold : float, default 0.8
         Images whose agreement is below it are queued.
-    mv : ModelVersion or str, optional
+    version : ModelVersion or str, optional
         With a version, its out-of-fold probabilities join the vote (CROWDLAB decides the
         consensus); without one the majority does.
     image_size, thumb_size, strip_size : int
@@ -42,15 +44,16 @@ class AgreementReview(ReviewQueue):
         The agreement report the queue was built from (per annotator, per class, alpha).
     """
 
-    def __init__(self, source: Any, *, annotator: str = "alice", threshold: float = 0.8,
-                 mv: ModelVersion | str | None = None, image_size: int = 256,
+    @renamed(mv="version")
+    def __init__(self, source: Any, *, annotator: str | None = None, threshold: float = 0.8,
+                 version: ModelVersion | str | None = None, image_size: int = 256,
                  thumb_size: int = 64, strip_size: int = 8) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) \
                 or not 0 < threshold <= 1:
             raise ValueError(f"AgreementReview: threshold must be a number in (0, 1], got "
                              f"{threshold!r}")
         self.threshold = float(threshold)
-        self._version_arg = mv
+        self._version_arg = version
         super().__init__(source, annotator=annotator, image_size=image_size,
                          thumb_size=thumb_size, strip_size=strip_size)
         self.add_class("loupe-agreement-review")

@@ -1,6 +1,6 @@
 """``BoxIssueQueue``: the boxes a detector finds most likely mislabelled, one at a time.
 
-What ``IssueQueue(p, mv)`` opens on a detection project. Cards come from
+The review queue of a detection project. Cards come from
 :func:`workbench.analyse.detection` (``report.issues``, worst first), one per suspected box
 error: a missing box, an extra box, a box of the wrong class or a badly placed box. The
 card's image shows the boxes on the thumbnail: the given box solid in its class colour, the
@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import UnidentifiedImageError
 
+import workbench as wb
 from widgets._base.palette import UNLABELLED_COLOR, color_of, label_colors
-from widgets.label.issue_queue import IssueQueue
+from widgets._base.review_queue import ReviewQueue
 from workbench import ProjectError
-from workbench.store import _db as store
+from workbench.keywords import renamed
 from workbench.store.boxes import box_consensus, latest_box_sets
 from workbench.store.thumbnails import draw_boxes, thumbnail
 
@@ -50,20 +51,18 @@ _KIND_TEXT = {"missing_box": "missing box", "extra_box": "extra box",
               "wrong_class": "wrong class", "poor_localisation": "poor localisation"}
 
 
-class BoxIssueQueue(IssueQueue):
+class BoxIssueQueue(ReviewQueue):
     """Review the suspected box errors of a detection version with the keyboard.
 
     Parameters
     ----------
     source : Project, str or FiftyOne view
         A detection project, its name, or a view of it (only its samples are queued).
-    mv : ModelVersion or str, optional
+    version : ModelVersion or str, optional
         The detection version whose out-of-fold boxes judge the labels (default: the newest).
-    annotator : str, default "alice"
-        The name every decision is stored under.
-    only_issues : bool, default True
-        Accepted for the signature of :class:`~widgets.label.issue_queue.IssueQueue`; every row
-        of the report is an issue.
+    annotator : str, optional
+        The name every decision is stored under. Without it the
+        widget shows everything and refuses to write (no decision under a made-up name).
     report : DetectionReport, optional
         A report already computed for ``mv`` (``wb.detection_report(p, mv)``); by default
         the queue computes one, and :meth:`refresh` recomputes it on the current boxes.
@@ -90,15 +89,17 @@ class BoxIssueQueue(IssueQueue):
     decided them.
     """
 
-    def __init__(self, source: Any, mv: ModelVersion | str | None = None, *,
-                 annotator: str = "alice", only_issues: bool = True,
+    @renamed(mv="version")
+    def __init__(self, source: Any, version: ModelVersion | str | None = None, *,
+                 annotator: str | None = None,
                  report: DetectionReport | None = None, iou: float = 0.5,
                  score_threshold: float = 0.3, image_size: int = 256, thumb_size: int = 64,
                  strip_size: int = 8) -> None:
         self._report_arg = report
         self._report_options = {"iou": iou, "score_threshold": score_threshold}
-        super().__init__(source, mv, annotator=annotator, only_issues=only_issues,
-                         image_size=image_size, thumb_size=thumb_size, strip_size=strip_size)
+        self._version_arg = version
+        super().__init__(source, annotator=annotator, image_size=image_size,
+                         thumb_size=thumb_size, strip_size=strip_size)
         self.add_class("loupe-box-issue-queue")
 
     # -- public API --------------------------------------------------------------------
@@ -123,8 +124,7 @@ class BoxIssueQueue(IssueQueue):
         if self._scope is not None:
             scope = set(self._scope)
             cards = [card for card in cards if card["image_id"] in scope]
-        histories = store.box_histories(self.project.dataset,
-                                        list(dict.fromkeys(c["image_id"] for c in cards)))
+        histories = self.project.box_histories(list(dict.fromkeys(c["image_id"] for c in cards)))
         cards = [_with_annotators(card, histories.get(card["image_id"], [])) for card in cards
                  if review_in_force(histories.get(card["image_id"], [])) is None]
         self._publish(cards, self.project.classes, can_undo=bool(self._undo))
@@ -166,9 +166,9 @@ class BoxIssueQueue(IssueQueue):
         """Re-append the box set of the review in force before (None: withdraw)."""
         sid = self._sample_of(key)
         if previous is None:
-            self.project.withdraw_boxes(sid, annotator=self.annotator, review=True)
+            self.project.withdraw_boxes(sid, annotator=self._writer(), review=True)
             return "its annotators"
-        self.project.annotate_boxes(sid, previous, annotator=self.annotator, review=True)
+        self.project.annotate_boxes(sid, previous, annotator=self._writer(), review=True)
         return f"{_count(previous)} (review)"
 
     def _sample_of(self, key: str) -> str:
@@ -176,6 +176,18 @@ class BoxIssueQueue(IssueQueue):
         if position is not None:
             return self.cards[position]["image_id"]
         return key.rsplit("/", 1)[0]
+
+    def _decided_by_others(self, cards: list[dict]) -> dict[str, str]:
+        """Issue id → "<who> decided <n> boxes" for images someone else reviewed."""
+        histories = self.project.box_histories(list(dict.fromkeys(c["image_id"] for c in cards)))
+        marks = {}
+        for card in cards:
+            reviews = [e for e in histories.get(card["image_id"], []) if e.get("review")]
+            if reviews and reviews[-1].get("boxes") is not None \
+                    and reviews[-1]["annotator"] != self.annotator:
+                marks[card["sample_id"]] = (f"{reviews[-1]['annotator']} decided "
+                                            f"{_count(reviews[-1]['boxes'])}")
+        return marks
 
     # -- cards -------------------------------------------------------------------------
     def detection_report(self) -> DetectionReport:
@@ -187,14 +199,11 @@ class BoxIssueQueue(IssueQueue):
                 raise ProjectError(f"report= was computed for version {made_by!r}, not "
                                    f"{self.version.name!r}; pass the same version as mv")
             return self._report_arg
-        from workbench.analyse.detection import detection_report as compute
-
-        return compute(self.project, self.version, write=False, **self._report_options)
+        return wb.detection_report(self.project, self.version, write=False,
+                                   **self._report_options)
 
     def _load_cards(self) -> list[dict]:
-        from workbench.analyse.classification import resolve
-
-        _, self.version = resolve(self.project, self._version_arg)
+        _, self.version = wb.as_version(self.project, self._version_arg)
         issues = self.detection_report().issues
         if "filepath" not in issues.columns:
             paths = dict(zip(*self.project.dataset.values(["id", "filepath"]), strict=True))
@@ -215,11 +224,11 @@ class BoxIssueQueue(IssueQueue):
         """Store the image's boxes with the card's box replaced by ``target`` (None: no
         box) as a review; remember what undo needs."""
         key, sid = card["sample_id"], card["image_id"]
-        history = store.box_histories(self.project.dataset, [sid]).get(sid, [])
+        history = self.project.box_histories([sid]).get(sid, [])
         current = box_consensus(history) or []
         boxes = replace_box(current, [card["box"], card["pred_box"]], target)
         in_force = review_in_force(history)
-        self.project.annotate_boxes(sid, boxes, annotator=self.annotator, review=True)
+        self.project.annotate_boxes(sid, boxes, annotator=self._writer(), review=True)
         self._undo.append((key, in_force, self.decisions.get(key)))
         shown = target["label"] if target is not None else NO_BOX
         decisions = {**self.decisions,
@@ -248,7 +257,7 @@ class BoxIssueQueue(IssueQueue):
         ids = list(dict.fromkeys([card["image_id"], *(self.cards[i]["image_id"]
                                                       for i in shown)]))
         consensus = {sid: box_consensus(history) or []
-                     for sid, history in store.box_histories(self.project.dataset, ids).items()}
+                     for sid, history in self.project.box_histories(ids).items()}
         image, problem = self._boxed(card, consensus.get(card["image_id"], []), self.image_size)
         strip = []
         for position in shown:

@@ -39,9 +39,10 @@ import pandas as pd
 import traitlets as t
 from PIL import Image, UnidentifiedImageError
 
+import workbench as wb
 from widgets._base import STATIC
 from widgets._base.palette import label_colors
-from widgets._base.source import run_message
+from widgets._base.source import annotator_name, require_annotator, run_message
 from workbench import LoupeError, Project, ProjectError
 from workbench.store.thumbnails import thumbnail
 
@@ -59,8 +60,9 @@ class BoxLabeler(anywidget.AnyWidget):
         A detection project (``Project.create(name, task="detection")``) or its name.
     sample_ids : sequence of str or FiftyOne view, optional
         The images to label, in this order (default: every sample of the project).
-    annotator : str
-        The name every box set is stored under (keyword only, required).
+    annotator : str, optional
+        The name every box set is stored under. Without it the labeler shows the images
+        and refuses to save (no box set under a made-up name).
     model : ModelVersion or str, optional
         A detector version (or its name, e.g. ``"v2"``) whose boxes pre-fill images that
         have no consensus yet.
@@ -129,11 +131,9 @@ class BoxLabeler(anywidget.AnyWidget):
     revision = t.Int(0).tag(sync=True)
 
     def __init__(self, project: Project | str, sample_ids: Sequence[str] | Any = None, *,
-                 annotator: str, model: Any = None, review: bool = False,
+                 annotator: str | None = None, model: Any = None, review: bool = False,
                  prefill_threshold: float = 0.3, display_size: int = 512) -> None:
-        if not isinstance(annotator, str) or not annotator.strip():
-            raise ProjectError("BoxLabeler: annotator must be a non-empty name, "
-                               "e.g. annotator='alice'")
+        annotator = annotator_name(annotator, "BoxLabeler")
         if isinstance(prefill_threshold, bool) or not isinstance(prefill_threshold, int | float) \
                 or not 0.0 <= prefill_threshold <= 1.0:
             raise ValueError("BoxLabeler: prefill_threshold must be a number from 0 to 1, "
@@ -142,21 +142,15 @@ class BoxLabeler(anywidget.AnyWidget):
                 or not 64 <= display_size <= 2048:
             raise ValueError("BoxLabeler: display_size must be an integer from 64 to 2048, "
                              f"got {display_size!r}")
-        self.project = Project.open(project) if isinstance(project, str) else project
-        if not isinstance(self.project, Project):
-            raise ProjectError("BoxLabeler: project must be a Project or a project name, got "
-                               f"{type(project).__name__}")
-        task = self.project.task
-        if task != "detection":
-            raise ProjectError(f"BoxLabeler needs a detection project; project "
-                               f"{self.project.name!r} has task {task!r} (create one with "
-                               "Project.create(name, task='detection'))")
+        self.project = wb.as_project(project)
+        wb.require_task(self.project, "detection", "BoxLabeler",
+                        instead="LabelingGrid")
         self._ids = self._resolve_ids(sample_ids)
         self._version, model_name = self._resolve_model(model)
         self._predicted: dict[str, list[dict]] = {}
         self._callbacks: list[SaveCallback] = []
         classes = self.project.classes
-        super().__init__(annotator=annotator.strip(), review=bool(review),
+        super().__init__(annotator=annotator, review=bool(review),
                          prefill_threshold=float(prefill_threshold), display_size=display_size,
                          model_name=model_name, classes=classes, colors=label_colors(classes),
                          selected_class=classes[0] if classes else "", total=len(self._ids))
@@ -259,8 +253,9 @@ class BoxLabeler(anywidget.AnyWidget):
             boxes = [{"label": box["label"],
                       "bounding_box": [box["x"], box["y"], box["w"], box["h"]]}
                      for box in _normalise(self.boxes)]
-            self.project.annotate_boxes(sample_id, boxes, annotator=self.annotator,
-                                        review=self.review)
+            self.project.annotate_boxes(
+                sample_id, boxes, annotator=require_annotator(self.annotator, "BoxLabeler"),
+                review=self.review)
         except (ValueError, LoupeError) as error:  # ProjectError, DatabaseUnavailableError
             self.error = f"not saved: {error}"
             return False

@@ -18,11 +18,11 @@ from typing import Any
 import anywidget
 import traitlets as t
 
+import workbench as wb
 from widgets._base import STATIC
 from widgets._base.palette import label_colors
-from widgets._base.source import resolve_source
+from widgets._base.source import annotator_name, require_annotator, resolve_source
 from workbench import LoupeError, ProjectError
-from workbench.store import _db as store
 from workbench.store.labels import latest_per_annotator, latest_review
 from workbench.store.thumbnails import data_uris
 
@@ -44,8 +44,9 @@ class LabelingGrid(anywidget.AnyWidget):
         The project, its name, or a view of its dataset (the grid shows the view's samples).
     view : FiftyOne view, optional
         A view restricting ``source`` further.
-    annotator : str, default "alice"
-        The name every edit is stored under.
+    annotator : str, optional
+        The name every edit is stored under. Without it the
+        widget shows everything and refuses to write (no decision under a made-up name).
     page_size : int, default 60
         Thumbnails per page (1 to 1000).
     review : bool, default True
@@ -73,7 +74,7 @@ class LabelingGrid(anywidget.AnyWidget):
     page_count = t.Int(1).tag(sync=True)
     total = t.Int(0).tag(sync=True)
     title = t.Unicode("").tag(sync=True)
-    annotator = t.Unicode("alice").tag(sync=True)
+    annotator = t.Unicode("").tag(sync=True)
     filters = t.Dict().tag(sync=True)
     filter_options = t.Dict().tag(sync=True)
     message = t.Unicode("").tag(sync=True)
@@ -81,7 +82,7 @@ class LabelingGrid(anywidget.AnyWidget):
     thumb_size = t.Int(96).tag(sync=True)
     edits = t.Int(0).tag(sync=True)
 
-    def __init__(self, source: Any, view: Any = None, *, annotator: str = "alice",
+    def __init__(self, source: Any, view: Any = None, *, annotator: str | None = None,
                  page_size: int = 60, review: bool = True, thumb_size: int = 96,
                  sample_ids: Sequence[str] | None = None,
                  captions: Mapping[str, str] | None = None) -> None:
@@ -89,9 +90,7 @@ class LabelingGrid(anywidget.AnyWidget):
                 or not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"LabelingGrid: page_size must be an integer from 1 to "
                              f"{MAX_PAGE_SIZE}, got {page_size!r}")
-        if not isinstance(annotator, str) or not annotator.strip():
-            raise ProjectError("LabelingGrid: annotator must be a non-empty name, "
-                               "e.g. annotator='alice'")
+        annotator = annotator_name(annotator, "LabelingGrid")
         self.project, view_ids = resolve_source(source, view)
         self.page_size = page_size
         self.review = bool(review)
@@ -100,7 +99,7 @@ class LabelingGrid(anywidget.AnyWidget):
         self._uris: dict[tuple[str, int], str] = {}
         self._captions: dict[str, str] = {}
         self._ids: list[str] = []
-        super().__init__(annotator=annotator.strip(), thumb_size=thumb_size)
+        super().__init__(annotator=annotator, thumb_size=thumb_size)
         self._reload()
         self._scope = view_ids
         self.on_msg(self._on_front_message)
@@ -149,10 +148,9 @@ class LabelingGrid(anywidget.AnyWidget):
             raise ProjectError(f"label {label!r} is not a class of project "
                                f"{self.project.name!r} (classes: {', '.join(self.classes)})")
         before = self._in_force(ids)
-        self.project.annotate(ids, label, annotator=self.annotator, review=self.review)
+        self.project.annotate(ids, label, annotator=self._writer(), review=self.review)
         self._undo.append((ids, label, before))
-        self._after_edit(ids, label,
-                         f"{len(ids)} image{'s' if len(ids) != 1 else ''} → {label}")
+        self._after_edit(ids, label, f"{self._named(ids)} → {label}")
 
     def undo(self) -> None:
         """Undo the grid's last edit by appending the decision in force before it."""
@@ -165,12 +163,15 @@ class LabelingGrid(anywidget.AnyWidget):
             by_label.setdefault(before.get(sid), []).append(sid)
         for previous, group in by_label.items():
             if previous is None:
-                self.project.withdraw(group, annotator=self.annotator, review=self.review)
+                self.project.withdraw(group, annotator=self._writer(), review=self.review)
             else:
-                self.project.annotate(group, previous, annotator=self.annotator,
+                self.project.annotate(group, previous, annotator=self._writer(),
                                       review=self.review)
-        self._after_edit(ids, None, f"undid {label} on {len(ids)} image"
-                                    f"{'s' if len(ids) != 1 else ''}")
+        self._after_edit(ids, None, f"undid {label} on {self._named(ids)}")
+
+    def _writer(self) -> str:
+        """The annotator to store an edit under; refuses when the grid has none."""
+        return require_annotator(self.annotator, "LabelingGrid")
 
     def veto(self, sample_ids: Sequence[str] | None = None) -> int:
         """Take the selected (or given) synthetic images out of the project for good.
@@ -178,12 +179,10 @@ class LabelingGrid(anywidget.AnyWidget):
         Only synthetic images can be vetoed (:func:`workbench.veto_synthetic`); the veto is
         recorded under the grid's annotator in the recipe's record. Not undoable.
         """
-        from workbench.improve.synthesize import veto_synthetic
-
         ids = list(dict.fromkeys(sample_ids if sample_ids is not None else self.selected))
         if not ids:
             raise ProjectError("LabelingGrid.veto: nothing selected; select synthetic images")
-        count = veto_synthetic(self.project, ids, annotator=self.annotator)
+        count = wb.veto_synthetic(self.project, ids, annotator=self._writer())
         gone = set(ids)
         self._base = [sid for sid in self._base if sid not in gone]
         self.selected = []
@@ -305,7 +304,7 @@ class LabelingGrid(anywidget.AnyWidget):
 
     def _in_force(self, ids: list[str]) -> dict[str, str | None]:
         """Per sample, the grid annotator's decision in force (to restore on undo)."""
-        histories = store.histories(self.project.dataset, ids)
+        histories = self.project.histories(ids)
         before: dict[str, str | None] = {}
         for sid in ids:
             history = histories.get(sid, [])
@@ -315,6 +314,14 @@ class LabelingGrid(anywidget.AnyWidget):
             else:
                 before[sid] = latest_per_annotator(history).get(self.annotator)
         return before
+
+    def _named(self, ids: Sequence[str], most: int = 3) -> str:
+        """The edited images by file name, so the status line says which ones changed."""
+        names = [Path(str(self._frame.at[sid, "filepath"])).name if sid in self._frame.index
+                 else sid for sid in ids[:most]]
+        more = f" and {len(ids) - most} more" if len(ids) > most else ""
+        noun = "image" if len(ids) == 1 else f"{len(ids)} images"
+        return f"{noun} {', '.join(names)}{more}"
 
     def _after_edit(self, ids: list[str], label: str | None, message: str) -> None:
         values = self.project.dataset.select(ids).values(["id", "ground_truth.label", "tags"])
@@ -351,7 +358,7 @@ class LabelingGrid(anywidget.AnyWidget):
 
 
 def _latest_issue_run(project: Any) -> str | None:
-    runs = store.analysis_runs(project.dataset)
-    keys = [k for k, record in runs.items() if record.get("method") == "label_issues"
-            and project.dataset.has_sample_field(k)]
-    return max(keys, key=lambda k: runs[k].get("time", "")) if keys else None
+    runs = project.analysis_runs()
+    runs = runs[(runs["method"] == "label_issues")
+                & runs["key"].map(project.dataset.has_sample_field)]
+    return None if runs.empty else str(runs.sort_values("time")["key"].iloc[-1])

@@ -6,18 +6,22 @@ the reason, and each annotator's latest vote. Accept stores the suggestion, keep
 the given label, a class key stores that class, each as a review decision; a decided
 sample leaves the queue on the next :meth:`~widgets._base.review_queue.ReviewQueue.refresh`.
 
-On a detection project ``IssueQueue(p, mv)`` is a
-:class:`~widgets.label.box_issue_queue.BoxIssueQueue`: one card per suspected box error of
-:func:`workbench.analyse.detection`, with the boxes drawn on the thumbnails.
+A detection project has its own queue,
+:class:`~widgets.label.box_issue_queue.BoxIssueQueue` (one card per suspected box error,
+with the boxes drawn); the :class:`~widgets.app.Workbench` picks by the project's task.
+``IssueQueue(detection_project, ...)`` still opens one, with a ``FutureWarning``.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import workbench as wb
 from widgets._base.review_queue import ReviewQueue
-from workbench import Project, ProjectError
+from widgets._base.source import is_detection_source
+from widgets.label.box_issue_queue import BoxIssueQueue
+from workbench.keywords import renamed
 
 if TYPE_CHECKING:
     from workbench.train.versions import ModelVersion
@@ -30,10 +34,11 @@ class IssueQueue(ReviewQueue):
     ----------
     source : Project, str or FiftyOne view
         The project, its name, or a view of it (only its samples are queued).
-    mv : ModelVersion or str, optional
+    version : ModelVersion or str, optional
         The version whose out-of-fold predictions judge the labels (default: the newest).
-    annotator : str, default "alice"
-        The name every decision is stored under.
+    annotator : str, optional
+        The name every decision is stored under. Without it the
+        widget shows everything and refuses to write (no decision under a made-up name).
     only_issues : bool, default True
         Queue only the samples flagged ``is_issue``; False queues every held-out labelled
         sample, worst first.
@@ -46,19 +51,22 @@ class IssueQueue(ReviewQueue):
     decided them. Computing the issues embeds the images once per backbone (cached).
     """
 
-    def __new__(cls, source: Any = None, *args: Any, **kwargs: Any) -> IssueQueue:
-        """On a detection project, a :class:`~widgets.label.box_issue_queue.BoxIssueQueue`."""
+    def __new__(cls, source: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """A :class:`BoxIssueQueue` for a detection project (deprecated shortcut)."""
         if cls is IssueQueue and is_detection_source(source):
-            from widgets.label.box_issue_queue import BoxIssueQueue
+            warnings.warn("IssueQueue on a detection project: use BoxIssueQueue(p, version, "
+                          "annotator=...) (this shortcut goes in a later release)",
+                          FutureWarning, stacklevel=2)
+            kwargs.pop("only_issues", None)
+            return BoxIssueQueue(source, *args, **kwargs)  # not an IssueQueue: no 2nd init
+        return super().__new__(cls)
 
-            return super().__new__(BoxIssueQueue, source, *args, **kwargs)
-        return super().__new__(cls, source, *args, **kwargs)
-
-    def __init__(self, source: Any, mv: ModelVersion | str | None = None, *,
-                 annotator: str = "alice", only_issues: bool = True, image_size: int = 256,
+    @renamed(mv="version")
+    def __init__(self, source: Any, version: ModelVersion | str | None = None, *,
+                 annotator: str | None = None, only_issues: bool = True, image_size: int = 256,
                  thumb_size: int = 64, strip_size: int = 8) -> None:
         self.only_issues = bool(only_issues)
-        self._version_arg = mv
+        self._version_arg = version
         super().__init__(source, annotator=annotator, image_size=image_size,
                          thumb_size=thumb_size, strip_size=strip_size)
         self.add_class("loupe-issue-queue")
@@ -80,16 +88,3 @@ class IssueQueue(ReviewQueue):
                  "score_name": "label quality", "reason": row.reason}
                 for row in frame.itertuples(index=False)]
 
-
-def is_detection_source(source: Any) -> bool:
-    """Whether ``source`` (a project, its name or a view) is a detection project; False
-    when it is none of these (the constructor then says why)."""
-    try:
-        if isinstance(source, Project):
-            return source.task == "detection"
-        if isinstance(source, str):
-            return Project.open(source).task == "detection"
-        root = getattr(source, "_root_dataset", None)  # a FiftyOne dataset or view
-        return root is not None and Project.open(root.name).task == "detection"
-    except (ProjectError, ValueError):
-        return False

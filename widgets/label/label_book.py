@@ -17,17 +17,17 @@ import pandas as pd
 import traitlets as t
 from PIL import UnidentifiedImageError
 
+import workbench as wb
 from widgets._base import STATIC
 from widgets._base.palette import color_of, label_colors
-from widgets._base.source import resolve_source
-from workbench import ProjectError
-from workbench.analyse.classification import resolve
-from workbench.improve.examples import suggest_examples
-from workbench.store.labelbook import (
+from widgets._base.source import annotator_name, require_annotator, resolve_source
+from workbench import (
+    ProjectError,
     add_example,
     define_label,
     label_book,
     remove_example,
+    suggest_examples,
 )
 from workbench.store.thumbnails import thumbnail_data_uri
 from workbench.text import escape_html
@@ -45,8 +45,10 @@ class LabelBook(widgets.VBox):
     ----------
     source : Project, str or FiftyOne view
         The project (a view stands for its whole project: the book is the project's).
-    author : str, default "alice"
-        Name every edit is recorded under.
+    author, annotator : str, optional
+        The name every edit is stored under (``annotator`` is the name the other widgets
+        use; ``author`` the earlier one). Without it the book is shown read-only: an edit
+        is refused with a message asking for a name.
     version : ModelVersion or str, optional
         Enables the "suggest" button: confident, correct held-out predictions of the class.
     thumb_size : int, default 72
@@ -75,18 +77,21 @@ class LabelBook(widgets.VBox):
     candidates = t.List(t.Unicode())
     selected = t.List(t.Unicode())
 
-    def __init__(self, source: Any, *, author: str = "alice",
+    def __init__(self, source: Any, *, author: str | None = None,
                  version: ModelVersion | str | None = None, thumb_size: int = 72,
-                 n_suggest: int = 4) -> None:
-        if not isinstance(author, str) or not author.strip():
-            raise ProjectError("LabelBook: author must be a non-empty name, e.g. author='alice'")
+                 n_suggest: int = 4, annotator: str | None = None) -> None:
+        if author is not None and annotator is not None and author != annotator:
+            raise ProjectError(f"LabelBook: author={author!r} and annotator={annotator!r} "
+                               "name two people; pass one (annotator=)")
+        writer = annotator_name(annotator, "LabelBook") if annotator is not None \
+            else annotator_name(author, "LabelBook", argument="author")
         for name, value in (("thumb_size", thumb_size), ("n_suggest", n_suggest)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"LabelBook: {name} must be a positive integer, got {value!r}")
         project, _ = resolve_source(source)
         self.project, self.version = (project, None) if version is None \
-            else resolve(project, version)
-        self.author = author.strip()
+            else wb.as_version(project, version)
+        self.author = writer
         self.thumb_size = thumb_size
         self.n_suggest = n_suggest
         self.cards: dict[str, _Card] = {}
@@ -102,6 +107,10 @@ class LabelBook(widgets.VBox):
         self.refresh()
 
     # -- public API --------------------------------------------------------------------
+    def _writer(self) -> str:
+        """The name to store an edit under; refuses when the book was opened without one."""
+        return require_annotator(self.author, "LabelBook")
+
     def refresh(self) -> None:
         """Re-read the book (and the class list) and redraw every card."""
         self.book = label_book(self.project)
@@ -117,7 +126,7 @@ class LabelBook(widgets.VBox):
         """Store the card's definition (or ``text``) for ``label``."""
         card = self._card(label)
         value = card.definition.value if text is None else text
-        define_label(self.project, label, value, author=self.author)
+        define_label(self.project, label, value, author=self._writer())
         card.definition.value = value.strip()
         self._reload_card(label, "definition saved")
 
@@ -131,7 +140,7 @@ class LabelBook(widgets.VBox):
         added, refused = [], []
         for sid in dict.fromkeys(sample_ids):
             try:
-                add_example(self.project, label, sid, author=self.author)
+                add_example(self.project, label, sid, author=self._writer())
             except ProjectError as err:
                 refused.append(str(err))
             else:
@@ -147,7 +156,7 @@ class LabelBook(widgets.VBox):
     def remove_example(self, label: str, sample_id: str) -> None:
         """Remove a canonical example of ``label`` (its history is kept)."""
         self._card(label)
-        remove_example(self.project, label, sample_id, author=self.author)
+        remove_example(self.project, label, sample_id, author=self._writer())
         self._reload_card(label, "example removed")
 
     def suggest(self, label: str) -> list[str]:

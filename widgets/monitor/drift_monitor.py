@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+import workbench as wb
 from widgets._base.drill import chart_style
 from widgets._base.source import resolve_source
-from workbench.analyse.classification import resolve
+from workbench.keywords import renamed
 from workbench.monitor.drift import DriftReport, drift, drift_history, load_check
 from workbench.store.thumbnails import data_uris
 from workbench.text import escape_html
@@ -39,7 +40,7 @@ class DriftMonitor(widgets.VBox):
     ----------
     source : Project, str or FiftyOne view
         The project (a view's restriction does not apply: checks are of new images).
-    mv : ModelVersion or str, optional
+    version : ModelVersion or str, optional
         The version new checks compare against; the newest when None. The chart shows
         the checks of every version (hover names it).
     n_images : int, default 12
@@ -55,11 +56,12 @@ class DriftMonitor(widgets.VBox):
         The check shown below the chart (the newest at first).
     """
 
-    def __init__(self, source: Any, mv: ModelVersion | str | None = None, *,
+    @renamed(mv="version")
+    def __init__(self, source: Any, version: ModelVersion | str | None = None, *,
                  n_images: int = 12, thumb_size: int = 96) -> None:
         project, _ = resolve_source(source)
         self.project = project
-        self.version = resolve(project, mv)[1] if not project.models().empty else None
+        self.version = wb.as_version(project, version)[1] if not project.models().empty else None
         self.n_images, self.thumb_size = n_images, thumb_size
         self.check: DriftReport | None = None
         self.header = widgets.HTML()
@@ -120,6 +122,12 @@ class DriftMonitor(widgets.VBox):
             self.figure.data = []
             self.figure.add_trace(trace)
             self.figure.layout.xaxis.dtick = max(1, len(frame) // 10)
+            # No check yet: a blank chart that says so, not axes from -1 to 6.
+            self.figure.layout.xaxis.visible = bool(len(frame))
+            self.figure.layout.yaxis.visible = bool(len(frame))
+            self.figure.layout.annotations = [] if len(frame) else [{
+                "text": "no drift check yet: run one below", "showarrow": False,
+                "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}]
             self.figure.layout.shapes = [{
                 "type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": alpha, "y1": alpha,
                 "line": {"color": DRIFT, "dash": "dash", "width": 1}}]

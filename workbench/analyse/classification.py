@@ -15,6 +15,7 @@ relabel shows up without retraining.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +23,7 @@ import pandas as pd
 
 from workbench import metrics as analysis
 from workbench.store import _db as store
+from workbench.store.coerce import as_version
 from workbench.store.project import Project, ProjectError
 
 #: Cosine distance under which two embeddings are the same image to the network.
@@ -31,16 +33,8 @@ if TYPE_CHECKING:
     from workbench.train.versions import ModelVersion
 
 
-def resolve(project: Project | str, version: ModelVersion | str | None) -> tuple[Project,
-                                                                                 ModelVersion]:
-    """The project and version objects for names (``None``: the newest version)."""
-    project = project if isinstance(project, Project) else Project.open(project)
-    if version is None or isinstance(version, str):
-        return project, project.model(version)
-    if version.project_name != project.name:
-        raise ProjectError(f"model version {version.name!r} belongs to project "
-                           f"{version.project_name!r}, not {project.name!r}.")
-    return project, version
+#: The project and version objects for names (kept for callers of earlier releases).
+resolve = as_version
 
 
 def held_out(project: Project | str, version: ModelVersion | str | None = None) -> pd.DataFrame:
@@ -232,10 +226,14 @@ def _identical_conflicts(project: Project, frame: pd.DataFrame,
         "content_hash")
     pairs = analysis.find_duplicates(frame["sample_id"], vectors, hashes=hashes,
                                      labels=frame["given"], threshold=IDENTICAL)
+    names = {sid: Path(path).name for sid, path in zip(frame["sample_id"], frame["filepath"],
+                                                       strict=True)}
     conflicts: dict[str, str] = {}
     for row in pairs[(pairs["kind"] == "exact") & pairs["conflicting"]].itertuples():
-        conflicts[row.sample_id] = f"identical image {row.other_id} is labelled {row.other_label}"
-        conflicts[row.other_id] = f"identical image {row.sample_id} is labelled {row.label}"
+        other, this = names.get(row.other_id, row.other_id), names.get(row.sample_id,
+                                                                        row.sample_id)
+        conflicts[row.sample_id] = f"identical to {other}, which is labelled {row.other_label}"
+        conflicts[row.other_id] = f"identical to {this}, which is labelled {row.label}"
     return conflicts
 
 

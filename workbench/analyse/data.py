@@ -23,6 +23,7 @@ import pandas as pd
 from workbench import metrics as analysis
 from workbench.analyse.classification import resolve
 from workbench.store import _db as store
+from workbench.store.coerce import as_project
 from workbench.store.labels import latest_per_annotator
 from workbench.store.project import Project, ProjectError
 from workbench.train.backbones import DEFAULT_BACKBONE
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
 
 def _open(project: Project | str) -> Project:
-    return project if isinstance(project, Project) else Project.open(project)
+    return as_project(project)
 
 
 def annotations(project: Project | str) -> pd.DataFrame:

@@ -23,8 +23,11 @@ import numpy as np
 import pandas as pd
 
 from workbench.analyse.classification import class_order, resolve
+from workbench.keywords import renamed
 from workbench.metrics import detection_metrics as dm
+from workbench.metrics.box_issues import box_issues, image_label_quality
 from workbench.store import _db as store
+from workbench.store.coerce import as_project
 from workbench.store.project import Project, ProjectError
 
 if TYPE_CHECKING:
@@ -176,7 +179,8 @@ def evaluation_frames(project: Project, version: ModelVersion
     return gt, pred, ids
 
 
-def detection_report(project: Project | str, model_version: ModelVersion | str | None = None,
+@renamed(model_version="version")
+def detection_report(project: Project | str, version: ModelVersion | str | None = None,
                      *, iou: float = 0.5, score_threshold: float = 0.3,
                      localisation_iou: float = 0.1, write: bool = True) -> DetectionReport:
     """How a detection version does on its project, and which boxes look mislabelled.
@@ -184,7 +188,7 @@ def detection_report(project: Project | str, model_version: ModelVersion | str |
     Parameters
     ----------
     project : Project or str
-    model_version : ModelVersion or str, optional
+    version : ModelVersion or str, optional
         A detection version (default: the newest). Its out-of-fold predictions are compared
         with the project's current consensus boxes on the images it held out.
     iou : float, default 0.5
@@ -209,11 +213,11 @@ def detection_report(project: Project | str, model_version: ModelVersion | str |
         When the project or the version is not a detection one, a threshold is out of
         range, or no held-out image is labelled.
     """
-    project = project if isinstance(project, Project) else Project.open(project)
+    project = as_project(project)
     if project.task != "detection":
         raise ProjectError(f"detection_report needs a detection project; {project.name!r} is "
                            f"a {project.task} project (use wb.confusion / wb.label_issues).")
-    project, version = resolve(project, model_version)
+    project, version = resolve(project, version)
     if version.task != "detection":
         raise ProjectError(f"model version {version.name!r} is a {version.task} model; train a "
                            "detector with wb.train(p, task='detection').")
@@ -228,7 +232,7 @@ def detection_report(project: Project | str, model_version: ModelVersion | str |
     per_class = dm.detection_map(gt, pred, sample_ids=ids, classes=classes)
     confusion = dm.detection_confusion(gt, pred, sample_ids=ids, iou=iou,
                                        score_threshold=score_threshold, classes=classes)
-    issues = dm.box_issues(gt, pred, sample_ids=ids, iou=iou, score_threshold=score_threshold,
+    issues = box_issues(gt, pred, sample_ids=ids, iou=iou, score_threshold=score_threshold,
                            localisation_iou=localisation_iou)
     paths = dict(zip(*project.dataset.select(ids).values(["id", "filepath"]), strict=True))
     issues.insert(1, "filepath", issues["sample_id"].map(paths))
@@ -247,7 +251,7 @@ def detection_report(project: Project | str, model_version: ModelVersion | str |
                              map50_95=per_class.attrs["map50_95"], confusion=confusion,
                              issues=issues, slices=slices, config=config)
     if write:
-        quality = dm.image_label_quality(gt, pred, sample_ids=ids,
+        quality = image_label_quality(gt, pred, sample_ids=ids,
                                          low_probability_threshold=score_threshold,
                                          high_probability_threshold=score_threshold)
         store.write_run(project.dataset, config["run_key"],

@@ -28,6 +28,7 @@ import pandas as pd
 
 from workbench.analyse.classification import resolve
 from workbench.metrics.projection import Method, project_2d
+from workbench.store.coerce import as_project
 from workbench.store.project import Project, ProjectError
 from workbench.train.backbones import DEFAULT_BACKBONE
 
@@ -98,7 +99,7 @@ def embedding_map(project: Project | str, version: ModelVersion | str | None = N
     ValueError
         For an unknown ``method`` (from ``project_2d``).
     """
-    project = project if isinstance(project, Project) else Project.open(project)
+    project = as_project(project)
     if version is not None:
         project, version = resolve(project, version)
     frame = project.to_pandas()

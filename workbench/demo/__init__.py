@@ -23,7 +23,7 @@ from PIL import Image
 
 from workbench.config import fiftyone
 from workbench.demo.render import CLASSES, render_casing_with_boxes
-from workbench.store import _db as store
+from workbench.store import box_records
 from workbench.store.labels import now
 from workbench.store.project import Project
 
@@ -260,8 +260,8 @@ def _create_detection_demo(name: str, n_per_class: int, seed: int, *, overwrite:
     ids = dict(zip(*project.dataset.values(["filepath", "id"]), strict=True))
     keys = [str(path.absolute()) for path in paths]
     stamp = now()
-    store.append_box_history(project.dataset, {
-        ids[key]: [store.box_entry(INSPECTOR, boxes, stamp)]
+    box_records.append_box_history(project.dataset, {
+        ids[key]: [box_records.box_entry(INSPECTOR, boxes, stamp)]
         for key, boxes in zip(keys, planted, strict=True)})
     detections = {key: fo.Detections(detections=[
         fo.Detection(label=b["label"], bounding_box=b["bounding_box"]) for b in boxes])

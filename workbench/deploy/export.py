@@ -40,6 +40,7 @@ from workbench.deploy.edge import (
     postprocess_detections,
 )
 from workbench.errors import LoupeError
+from workbench.keywords import renamed
 from workbench.store.leftovers import partial_path, remove_stale
 from workbench.train.classification.network import Classifier
 
@@ -273,12 +274,14 @@ def _check(module: Classifier, path: Path) -> float:
     return float(np.abs(got - expected).max())
 
 
-def export(model: object, format: ExportFormat, path: str | os.PathLike[str]) -> Path:
-    """Write a model to one self-contained file for :class:`~workbench.deploy.edge.EdgePredictor`.
+@renamed(model="version")
+def export(version: object, format: ExportFormat, path: str | os.PathLike[str]) -> Path:
+    """Write a model version to one self-contained file for
+    :class:`~workbench.deploy.edge.EdgePredictor`.
 
     Parameters
     ----------
-    model : ModelVersion, Classifier or Detector
+    version : ModelVersion, Classifier or Detector
         A trained model version (anything with a ``.classifier``, or a detection version
         with a ``.detector``; its ``name``, ``project_name`` and ``config`` are recorded),
         a bare :class:`~workbench.train.classification.network.Classifier` or a bare
@@ -306,7 +309,7 @@ def export(model: object, format: ExportFormat, path: str | os.PathLike[str]) ->
     ValueError
         Unknown format, or a suffix that does not match it.
     TypeError
-        ``model`` is neither a model version nor a Classifier.
+        ``version`` is neither a model version nor a Classifier.
     ExportError
         The exporter failed, or the written file disagrees with the model by more than
         :data:`TOLERANCE` on a check batch.
@@ -315,16 +318,16 @@ def export(model: object, format: ExportFormat, path: str | os.PathLike[str]) ->
         raise ValueError(f"format={format!r} is not one of {list(_WRITERS)}.")
     from workbench.train.detection.retinanet import Detector
 
-    detector = model.detector if getattr(model, "task", None) == "detection" else model
+    detector = version.detector if getattr(version, "task", None) == "detection" else version
     if isinstance(detector, Detector):
-        return _export(model, detector, format, path)
-    classifier = getattr(model, "classifier", model)
+        return _export(version, detector, format, path)
+    classifier = getattr(version, "classifier", version)
     if not isinstance(classifier, Classifier):
-        raise TypeError("model must be a model version (from wb.train), a "
+        raise TypeError("version must be a model version (from wb.train), a "
                         "workbench.train.classification.network.Classifier or a "
                         "workbench.train.detection.retinanet.Detector, got "
-                        f"{type(model).__name__}.")
-    return _export(model, classifier, format, path)
+                        f"{type(version).__name__}.")
+    return _export(version, classifier, format, path)
 
 
 def _export(model: object, network: torch.nn.Module, format: str,

@@ -8,8 +8,9 @@ import pandas as pd
 
 from workbench.analyse.classification import held_out, resolve
 from workbench.errors import ProjectError
+from workbench.store.coerce import as_project
 from workbench.store.labelbook import current_examples
-from workbench.store.project import Project, as_project
+from workbench.store.project import Project
 
 if TYPE_CHECKING:
     from workbench.train.versions import ModelVersion

@@ -27,6 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from workbench.analyse.classification import label_issues, resolve
+from workbench.keywords import renamed
 from workbench.metrics.review_sim import check_budgets, eval_split, simulate_review
 from workbench.store import _db as store
 from workbench.store.project import Project, ProjectError
@@ -151,7 +152,9 @@ class ReviewCurve:
         return figure
 
 
-def review_curve(p: Project | str, mv: ModelVersion | str, oracle: Mapping[str, str] | str, *,
+@renamed(p="project", mv="version")
+def review_curve(project: Project | str, version: ModelVersion | str,
+                 oracle: Mapping[str, str] | str, *,
                  budgets: Sequence[float] = (0.02, 0.05, 0.10, 0.20),
                  strategies: Sequence[Strategy] = ("loupe", "random", "low_confidence"),
                  seeds: int = 3, eval_share: float = 0.3,
@@ -166,13 +169,13 @@ def review_curve(p: Project | str, mv: ModelVersion | str, oracle: Mapping[str, 
     (in memory), a probe head is refitted on the pool, and its accuracy is measured.
 
     **Nothing is written to the project**: no label, history entry or analysis run (the
-    ``loupe`` order is ``label_issues(p, mv, write=False)``); only the embedding cache may
-    grow. Synthetic samples are left out of pool and evaluation.
+    ``loupe`` order is ``label_issues(project, version, write=False)``); only the embedding
+    cache may grow. Synthetic samples are left out of pool and evaluation.
 
     Parameters
     ----------
-    p : Project or str
-    mv : ModelVersion or str
+    project : Project or str
+    version : ModelVersion or str
         A k-fold version (``loupe`` and ``low_confidence`` need its out-of-fold
         predictions). Retraining uses its backbone, weights, image size and ``probe_c``:
         a probe head on the project's cached embeddings (also for a fine-tuned version,
@@ -211,7 +214,7 @@ def review_curve(p: Project | str, mv: ModelVersion | str, oracle: Mapping[str, 
         strategy, a custom order with unknown or repeated ids, or bad ``seeds`` /
         ``eval_share``. Nothing is written in any case.
     """
-    project, version = resolve(p, mv)
+    project, version = resolve(project, version)
     budgets = check_budgets(budgets)
     plan = _check_strategies(strategies)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:

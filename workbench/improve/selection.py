@@ -38,6 +38,7 @@ from workbench.metrics.coverage import (
     typical_clusters,
 )
 from workbench.store import _db as store
+from workbench.store.coerce import as_project
 from workbench.store.project import Project, ProjectError
 from workbench.train.backbones import DEFAULT_BACKBONE
 
@@ -172,7 +173,7 @@ def suggest_labels(project: Project | str, n: int = 50, strategy: Strategy = "co
         images of two classes, a model of another
         project, a view of another dataset or unknown slice fields; nothing is stored then.
     """
-    project = project if isinstance(project, Project) else Project.open(project)
+    project = as_project(project)
     if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
         raise ProjectError(f"n must be an integer >= 1 (how many images to suggest); got {n!r}.")
     if strategy not in _STRATEGIES:
@@ -203,7 +204,7 @@ def suggest_labels(project: Project | str, n: int = 50, strategy: Strategy = "co
 def next_to_label(project: Project | str) -> pd.DataFrame:
     """The stored suggestion (the last :func:`suggest_labels` call), still-unlabelled images
     only, rank order: sample_id, filepath, reason, score, rank. Empty when there is none."""
-    project = project if isinstance(project, Project) else Project.open(project)
+    project = as_project(project)
     dataset = project.dataset
     dataset.reload()
     if RUN_KEY not in store.analysis_runs(dataset) or not dataset.has_sample_field(RUN_KEY):

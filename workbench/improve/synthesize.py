@@ -28,11 +28,13 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from workbench.keywords import renamed
 from workbench.store import _db as store
 from workbench.store import synthetic
+from workbench.store.coerce import as_project
 from workbench.store.ingest.images import to_native_mode
 from workbench.store.labels import Annotation, now
-from workbench.store.project import Project, ProjectError, as_project
+from workbench.store.project import Project, ProjectError
 from workbench.store.safe_paths import remove_inside
 
 Method = Literal["procedural", "paste", "augment"]
@@ -97,7 +99,7 @@ def synthesize(project: Project | str, target: str, n: int = 60, base: str | Non
     """
     from workbench.improve import synthesis
 
-    project = project if isinstance(project, Project) else Project.open(project)
+    project = as_project(project)
     classes = project.classes
     painter = painter or target
     _check(project, classes, target, n, base, method, painter, synthesis.PAINTERS)
@@ -198,16 +200,17 @@ class Improvement:
                 f"{self.parent.name} → {self.child.name})")
 
 
+@renamed(base_version="version")
 def improve_class(project: Project | str, target: str, n: int = 60,
                   method: Method = "paste", base: str | None = "ok",
-                  base_version: Any = None, seed: int = 0, *, painter: str | None = None,
+                  version: Any = None, seed: int = 0, *, painter: str | None = None,
                   progress: bool = True) -> Improvement:
     """Synthesize images of ``target``, retrain with the parent's settings, and compare the
     two versions on the real images both held out.
 
     Parameters
     ----------
-    base_version : ModelVersion or str, optional
+    version : ModelVersion or str, optional
         The parent (default: the newest version). It must have out-of-fold predictions.
     target, n, method, base, seed, painter
         As :func:`synthesize`.
@@ -223,8 +226,8 @@ def improve_class(project: Project | str, target: str, n: int = 60,
     from workbench.train.classification.probe import DEFAULT_C
     from workbench.train.classification.train import train
 
-    project = project if isinstance(project, Project) else Project.open(project)
-    project, parent = resolve(project, base_version)
+    project = as_project(project)
+    project, parent = resolve(project, version)
     config = parent.config
     if config.get("folds", 0) < 2:
         raise ProjectError(f"{parent.name!r} was validated on a split; improve_class compares "

@@ -6,11 +6,11 @@ The Project-level wrappers that read the store and write runs are in
 
 from workbench.metrics.advice import data_advice, learning_curve
 from workbench.metrics.agreement import AgreementReport, annotator_agreement
+from workbench.metrics.box_issues import box_issues, image_label_quality
 from workbench.metrics.compare import OUTCOMES, compare_predictions, per_class_deltas
 from workbench.metrics.confusion import class_report, confusion_cell, confusion_matrix
 from workbench.metrics.datasheet import render_datasheet
 from workbench.metrics.detection_metrics import (
-    box_issues,
     detection_confusion,
     detection_map,
     mean_ap,
@@ -41,6 +41,7 @@ __all__ = [
     "detection_map",
     "discover_slices",
     "find_duplicates",
+    "image_label_quality",
     "knn_probabilities",
     "learning_curve",
     "mean_ap",

@@ -8,6 +8,8 @@
 >>> typical_clusters(vectors, 12, centres_mask=labelled, seed=0)  # TypiClust: cover first
 >>> diverse_top(vectors, scores, 20, centres_mask=labelled)  # top scores, one per cluster
 
+``margin_scores``, ``disagreement_scores`` (:mod:`workbench.metrics.uncertainty`) and
+``junk_outliers`` (:mod:`workbench.metrics.outliers`) are importable from here as before.
 Vectors are compared by cosine distance (``1 - cosine similarity``, in [0, 2]). The greedy
 selections skip near-duplicates as they go: a candidate at least ``duplicate_similarity``
 similar to a centre (an already-labelled image) or to an earlier pick is never picked; it
@@ -23,18 +25,18 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 
-from workbench.metrics.outliers import outlier_scores
+from workbench.metrics.outliers import (
+    JUNK_FENCE,
+    JUNK_MIN_SAMPLES,
+    JUNK_NEIGHBOURS,
+    junk_outliers,
+)
+from workbench.metrics.uncertainty import disagreement_scores, margin_scores
 from workbench.metrics.vectors import check_vectors, unit_rows
 
 #: Cosine similarity from which two images count as near-duplicates.
 NEAR_DUPLICATE_SIMILARITY = 0.98
 #: IQR multiple above the third quartile of kNN distances that makes an image look like junk
-#: (Tukey's "far out" fence; the ordinary 1.5 would drop rare but real defects).
-JUNK_FENCE = 3.0
-#: Neighbours averaged for the junk score: a genuine rare class has a few look-alikes.
-JUNK_NEIGHBOURS = 3
-#: Fewer images than this give no reliable spread of distances: nothing is called junk.
-JUNK_MIN_SAMPLES = 20
 #: Neighbours averaged for typicality (TypiClust: density = 1 / mean distance to the k nearest).
 TYPICAL_NEIGHBOURS = 20
 #: Clusters smaller than this get a pick only once every larger one has one (TypiClust).
@@ -335,119 +337,10 @@ def stratified_allocation(sizes: Sequence[int], n: int, *,
     return quota
 
 
-def margin_scores(probs: np.ndarray) -> pd.DataFrame:
-    """How unsure a model is: the gap between its two most probable classes.
-
-    Parameters
-    ----------
-    probs : array-like of shape (n_samples, n_classes)
-        Predicted probabilities (rows sum to 1).
-
-    Returns
-    -------
-    pd.DataFrame of shape (n_samples, 6)
-        ``first``, ``second`` (class indices of the two most probable classes), ``p_first``,
-        ``p_second``, ``margin`` (``p_first - p_second``, 0–1) and ``uncertainty``
-        (``1 - margin``; 1 = a coin toss between two classes).
-    """
-    p = _check_probs(probs, "probs", 2)
-    order = np.argsort(-p, axis=1, kind="stable")
-    rows = np.arange(len(p))
-    p1, p2 = p[rows, order[:, 0]], p[rows, order[:, 1]]
-    margin = np.clip(p1 - p2, 0.0, 1.0)
-    return pd.DataFrame({"first": order[:, 0], "second": order[:, 1], "p_first": p1,
-                         "p_second": p2, "margin": margin, "uncertainty": 1.0 - margin})
-
-
-def disagreement_scores(member_probs: np.ndarray) -> pd.DataFrame:
-    """How much several models (e.g. one per cross-validation fold) disagree on each sample.
-
-    Parameters
-    ----------
-    member_probs : array-like of shape (n_members, n_samples, n_classes)
-        Each member's predicted probabilities.
-
-    Returns
-    -------
-    pd.DataFrame of shape (n_samples, 4)
-        ``n_labels`` (distinct labels the members vote for), ``vote_entropy`` (entropy of
-        the votes over ``log(min(n_members, n_classes))``, 0–1), ``mean_kl`` (mean
-        Kullback-Leibler divergence of each member from their average, nats) and
-        ``disagreement`` (``(vote_entropy + 1 - exp(-mean_kl)) / 2``, 0–1).
-    """
-    probs = np.asarray(member_probs, dtype=np.float64)
-    if probs.ndim != 3 or probs.shape[0] < 1 or probs.shape[2] < 1:
-        raise ValueError(f"member_probs must have shape (n_members, n_samples, n_classes); got "
-                         f"{probs.shape}.")
-    for member in probs:
-        _check_probs(member, "member_probs", 1)
-    m, n, k = probs.shape
-    votes = probs.argmax(axis=2)
-    counts = np.stack([(votes == c).sum(axis=0) for c in range(k)], axis=1) / m
-    with np.errstate(divide="ignore", invalid="ignore"):
-        entropy = -np.where(counts > 0, counts * np.log(counts), 0.0).sum(axis=1)
-    top = np.log(min(m, k))
-    entropy = np.maximum(entropy / top, 0.0) if top > 0 else np.zeros(n)
-    mean = probs.mean(axis=0)
-    safe = np.clip(probs, 1e-12, 1.0)
-    kl = (safe * (np.log(safe) - np.log(np.clip(mean, 1e-12, 1.0))[None])).sum(axis=2)
-    mean_kl = np.maximum(kl.mean(axis=0), 0.0)
-    return pd.DataFrame({"n_labels": (counts > 0).sum(axis=1), "vote_entropy": entropy,
-                         "mean_kl": mean_kl,
-                         "disagreement": (entropy + 1.0 - np.exp(-mean_kl)) / 2})
-
-
-def junk_outliers(vectors: np.ndarray, *, k: int = JUNK_NEIGHBOURS, fence: float = JUNK_FENCE,
-                  min_samples: int = JUNK_MIN_SAMPLES) -> pd.DataFrame:
-    """Images so far from every other that they look like junk (blank frames, wrong
-    camera, a finger on the lens), by the mean cosine distance to their ``k`` nearest.
-
-    Parameters
-    ----------
-    vectors : array-like of shape (n_samples, n_features)
-    k : int, default :data:`JUNK_NEIGHBOURS`
-    fence : float, default :data:`JUNK_FENCE`
-        An image is junk when its score exceeds ``Q3 + fence * IQR`` of all scores.
-    min_samples : int, default :data:`JUNK_MIN_SAMPLES`
-        With fewer rows nothing is flagged.
-
-    Returns
-    -------
-    pd.DataFrame of shape (n_samples, 2), row order
-        ``ood_score`` (mean kNN cosine distance) and ``is_junk``; ``attrs["cutoff"]`` holds
-        the fence (inf when nothing could be flagged).
-    """
-    matrix = check_vectors(vectors, "vectors", None)
-    if isinstance(fence, bool) or not isinstance(fence, Real) or fence < 0:
-        raise ValueError(f"fence must be a number >= 0; got {fence!r}.")
-    if len(matrix) < max(int(min_samples), 2):
-        frame = pd.DataFrame({"ood_score": np.full(len(matrix), np.nan),
-                              "is_junk": np.zeros(len(matrix), dtype=bool)})
-        frame.attrs["cutoff"] = float("inf")
-        return frame
-    scores = outlier_scores(np.arange(len(matrix)), matrix, k=k).sort_values("sample_id")
-    ood = scores["ood_score"].to_numpy()
-    q1, q3 = np.percentile(ood, [25, 75])
-    cutoff = float(q3 + fence * (q3 - q1))
-    frame = pd.DataFrame({"ood_score": ood, "is_junk": ood > cutoff})
-    frame.attrs["cutoff"] = cutoff
-    return frame
-
-
 # -- internals -------------------------------------------------------------------------------
 def _check_count(n: object, name: str) -> None:
     if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
         raise ValueError(f"{name} must be an integer >= 1; got {n!r}.")
-
-
-def _check_probs(probs: np.ndarray, name: str, least_classes: int) -> np.ndarray:
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] < least_classes:
-        raise ValueError(f"{name} must have shape (n_samples, n_classes >= {least_classes}); "
-                         f"got {p.shape}.")
-    if not np.isfinite(p).all() or (p < -1e-6).any():
-        raise ValueError(f"{name} must hold finite probabilities >= 0.")
-    return p
 
 
 def _mask(values: np.ndarray | None, name: str, n: int, default: bool) -> np.ndarray:

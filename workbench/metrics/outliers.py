@@ -28,6 +28,13 @@ _BLOCK_ENTRIES = 2**25
 
 _COLUMNS = ["sample_id", "ood_score", "outlier_score", "is_outlier", "rank"]
 
+#: (Tukey's "far out" fence; the ordinary 1.5 would drop rare but real defects).
+JUNK_FENCE = 3.0
+#: Neighbours averaged for the junk score: a genuine rare class has a few look-alikes.
+JUNK_NEIGHBOURS = 3
+#: Fewer images than this give no reliable spread of distances: nothing is called junk.
+JUNK_MIN_SAMPLES = 20
+
 
 def outlier_scores(sample_ids: Sequence, embeddings: np.ndarray, *,
                    reference: np.ndarray | None = None, k: int = 10,
@@ -98,6 +105,43 @@ def outlier_scores(sample_ids: Sequence, embeddings: np.ndarray, *,
     }, columns=_COLUMNS)
     result.attrs.update(k=k, scale=scale, ood_cutoff=cutoff)
     return result
+
+
+def junk_outliers(vectors: np.ndarray, *, k: int = JUNK_NEIGHBOURS, fence: float = JUNK_FENCE,
+                  min_samples: int = JUNK_MIN_SAMPLES) -> pd.DataFrame:
+    """Images so far from every other that they look like junk (blank frames, wrong
+    camera, a finger on the lens), by the mean cosine distance to their ``k`` nearest.
+
+    Parameters
+    ----------
+    vectors : array-like of shape (n_samples, n_features)
+    k : int, default :data:`JUNK_NEIGHBOURS`
+    fence : float, default :data:`JUNK_FENCE`
+        An image is junk when its score exceeds ``Q3 + fence * IQR`` of all scores.
+    min_samples : int, default :data:`JUNK_MIN_SAMPLES`
+        With fewer rows nothing is flagged.
+
+    Returns
+    -------
+    pd.DataFrame of shape (n_samples, 2), row order
+        ``ood_score`` (mean kNN cosine distance) and ``is_junk``; ``attrs["cutoff"]`` holds
+        the fence (inf when nothing could be flagged).
+    """
+    matrix = check_vectors(vectors, "vectors", None)
+    if isinstance(fence, bool) or not isinstance(fence, Real) or fence < 0:
+        raise ValueError(f"fence must be a number >= 0; got {fence!r}.")
+    if len(matrix) < max(int(min_samples), 2):
+        frame = pd.DataFrame({"ood_score": np.full(len(matrix), np.nan),
+                              "is_junk": np.zeros(len(matrix), dtype=bool)})
+        frame.attrs["cutoff"] = float("inf")
+        return frame
+    scores = outlier_scores(np.arange(len(matrix)), matrix, k=k).sort_values("sample_id")
+    ood = scores["ood_score"].to_numpy()
+    q1, q3 = np.percentile(ood, [25, 75])
+    cutoff = float(q3 + fence * (q3 - q1))
+    frame = pd.DataFrame({"ood_score": ood, "is_junk": ood > cutoff})
+    frame.attrs["cutoff"] = cutoff
+    return frame
 
 
 def _check_ids(sample_ids: Sequence) -> np.ndarray:

@@ -32,13 +32,15 @@ import pandas as pd
 from PIL import Image
 
 from workbench.analyse.classification import resolve
+from workbench.keywords import renamed
 from workbench.metrics import drift_tests
 from workbench.store import _db as database
 from workbench.store import drift_checks
+from workbench.store.coerce import as_project
 from workbench.store.ingest.images import ImageRejectedError, check_image, read_bytes
 from workbench.store.ingest.scan import display_path, scan_folder
 from workbench.store.labels import now
-from workbench.store.project import Project, ProjectError, as_project
+from workbench.store.project import Project, ProjectError
 
 if TYPE_CHECKING:
     from workbench.train.versions import ModelVersion
@@ -153,9 +155,10 @@ class DriftReport:
         return f"DriftReport({self.summary()})"
 
 
+@renamed(store="write")
 def drift(project: Project | str, version: ModelVersion | str | None, batch: Any, *,
           alpha: float = DEFAULT_ALPHA, n_permutations: int = 1000, seed: int = 0,
-          store: bool = True, progress: bool = False) -> DriftReport:
+          write: bool = True, progress: bool = False) -> DriftReport:
     """Check whether a batch of new images has drifted from a version's training images.
 
     Parameters
@@ -171,7 +174,7 @@ def drift(project: Project | str, version: ModelVersion | str | None, batch: Any
     n_permutations : int, default 1000
     seed : int, default 0
         The permutations; a check is reproducible.
-    store : bool, default True
+    write : bool, default True
         Append the check to the project's drift history (``p.drift_history()``).
     progress : bool, default False
 
@@ -230,7 +233,7 @@ def drift(project: Project | str, version: ModelVersion | str | None, batch: Any
         rejected=rejected, warnings=_warnings(reference["properties"], batch_props,
                                               reference["modes"], [m["mode"] for _, m in
                                                                    readable]))
-    if store:
+    if write:
         _store(project, report)
     return report
 
@@ -243,7 +246,7 @@ def drift_history(project: Project | str) -> pd.DataFrame:
 
 def load_check(project: Project | str, check_id: str) -> DriftReport:
     """The full report of one stored check (per-image scores included)."""
-    project = project if isinstance(project, Project) else Project.open(project)
+    project = as_project(project)
     path = _folder(project) / f"{check_id}.json"
     if not path.is_file():
         raise ProjectError(f"project {project.name!r} has no drift check {check_id!r}; see "

@@ -3,7 +3,7 @@
 The bodies of :class:`workbench.Project`'s detection methods. Each image's box history is
 the sample field ``box_annotations`` (append-only entries, see :mod:`workbench.store.boxes`); the
 consensus boxes are ``ground_truth`` (``fo.Detections``), written together with the history
-by :func:`workbench.store._db.append_box_history`.
+by :func:`workbench.store.box_records.append_box_history`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from PIL import Image
 
 from workbench.errors import ProjectError
 from workbench.store import _db as store
+from workbench.store import box_records
 from workbench.store.boxes import Box, check_boxes, latest_box_sets, same_boxes
 from workbench.store.ingest.images import ImageRejectedError, content_hash, read_bytes, regular_file
 from workbench.store.ingest.scan import Candidate, ImportReport, display_path
@@ -82,8 +83,8 @@ def annotate_boxes(project: Project, sample_id: str, boxes: Any, *, annotator: s
                          f"{project.name!r} (classes: {', '.join(classes) or 'none'}); add it "
                          f"with p.add_class({box['label']!r}) first")
     _check_sample(project, sample_id)
-    entry = store.box_entry(annotator, checked, now(), review=review)
-    store.append_box_history(project.dataset, {sample_id: [entry]})
+    entry = box_records.box_entry(annotator, checked, now(), review=review)
+    box_records.append_box_history(project.dataset, {sample_id: [entry]})
 
 
 def withdraw_boxes(project: Project, sample_id: str, *, annotator: str, review: bool) -> None:
@@ -91,8 +92,8 @@ def withdraw_boxes(project: Project, sample_id: str, *, annotator: str, review: 
     require_detection(project, "withdraw_boxes")
     _check_annotator(annotator)
     _check_sample(project, sample_id)
-    entry = store.box_entry(annotator, None, now(), review=review)
-    store.append_box_history(project.dataset, {sample_id: [entry]})
+    entry = box_records.box_entry(annotator, None, now(), review=review)
+    box_records.append_box_history(project.dataset, {sample_id: [entry]})
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ def box_history(project: Project, sample_id: str) -> pd.DataFrame:
     """See :meth:`workbench.Project.box_history`."""
     require_detection(project, "box_history")
     _check_sample(project, sample_id)
-    entries = store.box_histories(project.dataset, [sample_id]).get(sample_id, [])
+    entries = box_records.box_histories(project.dataset, [sample_id]).get(sample_id, [])
     rows = [{**e, "n_boxes": None if e["boxes"] is None else len(e["boxes"])} for e in entries]
     frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
     frame["n_boxes"] = frame["n_boxes"].astype("Int64")
@@ -270,11 +271,11 @@ def _import_records(project: Project, matched: Sequence[tuple[Path, BoxRecord]],
                                     f"stored as {stored_sizes.get(sid)} (converted, e.g. "
                                     f"rotated), not {size}; boxes not stored"))
             continue
-        new.setdefault(sid, []).append(store.box_entry(annotator, relative, stamp))
+        new.setdefault(sid, []).append(box_records.box_entry(annotator, relative, stamp))
         labels.extend(box["label"] for box in relative)
     project._add_classes(dict.fromkeys(labels))
     fresh = _drop_unchanged(project.dataset, new)
-    store.append_box_history(project.dataset, fresh)
+    box_records.append_box_history(project.dataset, fresh)
     report.annotations_added += sum(len(v) for v in fresh.values())
     return report
 
@@ -292,7 +293,7 @@ def _drop_unchanged(dataset: fo.Dataset, new: dict[str, list[dict]]) -> dict[str
     """Drop an annotator's entries for an image when the last of them equals that
     annotator's box set in force, so re-running an import adds nothing (two annotation
     files for one image, e.g. byte-identical images, are both kept the first time)."""
-    current = store.box_histories(dataset, list(new))
+    current = box_records.box_histories(dataset, list(new))
     fresh: dict[str, list[dict]] = {}
     for sid, entries in new.items():
         in_force = latest_box_sets(current.get(sid, []))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from workbench.store import _db as store
+from workbench.store.coerce import as_project
 from workbench.store.labels import now
 from workbench.store.project import Project, ProjectError
 
@@ -39,7 +40,7 @@ _HISTORY_COLUMNS = ["label", "field", "action", "value", "author", "time"]
 
 
 def _open(project: Project | str) -> Project:
-    return project if isinstance(project, Project) else Project.open(project)
+    return as_project(project)
 
 
 def _read(project: Project) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pandas as pd
 from workbench.config import projects_dir
 from workbench.errors import ProjectError
 from workbench.store import _db as store
+from workbench.store import box_records
 from workbench.store.ingest.scan import (
     Candidate,
     ImportReport,
@@ -249,6 +250,15 @@ class Project:
         frame["label"] = frame["label"].astype(object).where(frame["label"].notna(), None)
         return frame
 
+    def histories(self, sample_ids: Iterable[str]) -> dict[str, list[dict]]:
+        """Sample id → its label history as dicts (annotator, label, time, review), oldest
+        first; the batch form of :meth:`history` that review widgets read per page."""
+        return store.histories(self._dataset, list(sample_ids))
+
+    def box_histories(self, sample_ids: Iterable[str]) -> dict[str, list[dict]]:
+        """Sample id → its box history as dicts (annotator, time, review, boxes)."""
+        return box_records.box_histories(self._dataset, list(sample_ids))
+
     def _require_classification(self, method: str, instead: str) -> None:
         if self.task != "classification":
             raise ProjectError(f"p.{method}() is for class labels, but {self.name!r} is a "
@@ -452,7 +462,7 @@ class Project:
     # -- model versions ----------------------------------------------------------------
     def models(self) -> pd.DataFrame:
         """Model versions, oldest first: name, parent, backbone, mode, created, accuracy,
-        macro_f1 (out-of-fold or validation), mAP50 (detectors, out-of-fold), metrics (the
+        macro_f1 (out-of-fold or validation), map50 (detectors, out-of-fold), metrics (the
         whole dict)."""
         from workbench.train.versions import ModelVersion, models_dir, version_names
 
@@ -464,10 +474,10 @@ class Project:
                          "created": pd.Timestamp(version.record.get("created")),
                          "accuracy": version.metrics.get("accuracy"),
                          "macro_f1": version.metrics.get("macro_f1"),
-                         "mAP50": version.metrics.get("mAP50"),
+                         "map50": version.metrics.get("map50"),
                          "metrics": version.metrics})
         return pd.DataFrame(rows, columns=["name", "parent", "backbone", "mode", "created",
-                                           "accuracy", "macro_f1", "mAP50", "metrics"])
+                                           "accuracy", "macro_f1", "map50", "metrics"])
 
     def model(self, name: str | None = None) -> ModelVersion:
         """Open a model version by name (``"v1"``); the newest when ``name`` is None."""
@@ -538,15 +548,6 @@ class Project:
     def _reloaded(self) -> fo.Dataset:
         self._dataset.reload()
         return self._dataset
-
-
-def as_project(project: Project | str) -> Project:
-    """``project`` itself, or the project of that name (:class:`ProjectError` if none)."""
-    if isinstance(project, Project):
-        return project
-    if isinstance(project, str):
-        return Project.open(project)
-    raise ProjectError(f"expected a Project or a project name, got {type(project).__name__}")
 
 
 def list_projects() -> list[str]:

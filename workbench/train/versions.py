@@ -71,11 +71,74 @@ def reserve_name(project_folder: Path) -> str:
             number += 1
 
 
+#: The tasks a version can be trained for.
+TASKS = ("classification", "detection")
+#: The files every version folder holds, by role.
+FILES = {"checkpoint": "model.pt", "snapshot": "snapshot.parquet",
+         "predictions": "predictions.parquet"}
+#: Metric names of earlier releases → the one vocabulary (both are readable).
+_METRIC_ALIASES = {"mAP50": "map50", "mAP50_95": "map50_95"}
+
+
+@dataclass
+class VersionRecord:
+    """What ``version.json`` holds: the fields every version has, whatever its task, and
+    the trainer's own extras (members, spec, curves, detector config, …).
+
+    Both trainers build one; :meth:`from_json` reads files of every earlier release (a
+    record without ``task`` is a classifier's; ``mAP50`` is read as ``map50``).
+    """
+
+    name: str
+    project: str
+    task: str
+    mode: str
+    classes: list[str]
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    parent: str | None = None
+    created: str = field(default_factory=lambda: pd.Timestamp.now(tz="UTC").isoformat())
+    files: dict[str, str] = field(default_factory=lambda: dict(FILES))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"version {self.name!r}: task must be one of {', '.join(TASKS)}, "
+                             f"got {self.task!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as ``version.json`` stores it (metrics with both spellings)."""
+        metrics = dict(self.metrics)
+        for old, new in _METRIC_ALIASES.items():
+            if new in metrics:
+                metrics.setdefault(old, metrics[new])
+        return {**self.extra, "name": self.name, "project": self.project, "task": self.task,
+                "mode": self.mode, "created": self.created, "parent": self.parent,
+                "classes": list(self.classes), "config": self.config, "metrics": metrics,
+                "files": self.files}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VersionRecord:
+        """Read a ``version.json`` of this or an earlier release."""
+        known = {"name", "project", "task", "mode", "classes", "config", "metrics", "parent",
+                 "created", "files"}
+        metrics = dict(data.get("metrics") or {})
+        for old, new in _METRIC_ALIASES.items():
+            if old in metrics:
+                metrics.setdefault(new, metrics[old])
+        return cls(name=str(data.get("name", "")), project=str(data.get("project", "")),
+                   task=data.get("task") or "classification", mode=data.get("mode") or "",
+                   classes=list(data.get("classes") or []), config=dict(data.get("config") or {}),
+                   metrics=metrics, parent=data.get("parent"),
+                   created=str(data.get("created", "")), files=dict(data.get("files") or FILES),
+                   extra={k: v for k, v in data.items() if k not in known})
+
+
 @dataclass
 class VersionFiles:
     """Everything a finished run writes; :func:`write_version` stores it under a name."""
 
-    record: dict[str, Any]
+    record: VersionRecord | dict[str, Any]
     checkpoint: dict[str, Any]
     snapshot: pd.DataFrame
     predictions: pd.DataFrame
@@ -90,7 +153,10 @@ def write_version(project_folder: Path, name: str, files: VersionFiles) -> Path:
         torch.save(files.checkpoint, partial / "model.pt")
         files.snapshot.to_parquet(partial / "snapshot.parquet", index=False)
         files.predictions.to_parquet(partial / "predictions.parquet", index=False)
-        (partial / "version.json").write_text(json.dumps(files.record, indent=2, default=str))
+        record = files.record if isinstance(files.record, VersionRecord) \
+            else VersionRecord.from_json(files.record)
+        (partial / "version.json").write_text(json.dumps(record.to_json(), indent=2,
+                                                         default=str))
         partial.replace(folder / name)  # onto the empty reserved folder: atomic
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -117,7 +183,7 @@ class ModelVersion:
         The version's folder.
     project_name : str
     record : dict
-        The parsed ``version.json``.
+        The parsed ``version.json`` (:meth:`VersionRecord.to_json`: always with ``task``).
     """
 
     name: str
@@ -136,6 +202,9 @@ class ModelVersion:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise ValueError(f"{str(path)!r} is not a readable model version ({error}).") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{str(path)!r} is not a readable model version (not an object).")
+        record = VersionRecord.from_json(record).to_json()
         return cls(name=folder.name, folder=folder, project_name=project_name, record=record)
 
     # -- what was recorded ---------------------------------------------------------------
@@ -294,7 +363,7 @@ class ModelVersion:
 
     def __repr__(self) -> str:
         if self.task == "detection":
-            value = self.metrics.get("mAP50")
+            value = self.metrics.get("map50")
             shown = f"{value:.3f}" if isinstance(value, float) else "n/a"
             return (f"ModelVersion({self.project_name}/{self.name}: detection "
                     f"{self.record.get('model', '')}, {self.config.get('backbone')} @ "

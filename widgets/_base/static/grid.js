@@ -1,7 +1,7 @@
 // LabelingGrid front-end: renders the page Python sends, forwards selection and edits.
 // Plain ES module for anywidget (no build step, no imports).
 
-const KEYS_HELP = "1–9 label · arrows move · space select · shift/drag range · u undo · Esc clear"
+const KEYS_HELP = "1–9 label the selection · arrows move it · shift+arrows extend · ctrl+arrows focus, space adds · u undo · Esc clear"
   + " · x veto a synthetic image";
 
 function h(tag, attrs = {}, children = []) {
@@ -85,17 +85,24 @@ function render({ model, el }) {
     return Math.max(1, Math.floor(tiles.clientWidth / width));
   }
 
-  function moveFocus(delta, extend) {
+  // Plain arrows move the selection with the focus (what a digit labels is what the eye
+  // follows); shift extends the selection from the anchor; ctrl/cmd moves the focus only
+  // (then space adds the focused tile to the selection).
+  function moveFocus(delta, how) {
     const n = items().length;
     if (!n) return;
     const next = Math.min(n - 1, Math.max(0, focus + delta));
-    if (extend) {
+    if (how === "extend") {
       if (anchor === null) anchor = focus;
       focus = next;
       selectRange(anchor, focus, false);
-    } else {
+    } else if (how === "focus") {
       focus = next;
       paintSelection();
+    } else {
+      focus = next;
+      anchor = focus;
+      selectRange(focus, focus, false);
     }
     const tile = tiles.children[focus];
     if (tile && tile.scrollIntoView) tile.scrollIntoView({ block: "nearest" });
@@ -257,11 +264,11 @@ function render({ model, el }) {
     if (/^[1-9]$/.test(key) && !event.ctrlKey && !event.metaKey && !event.altKey) {
       const label = model.get("classes")[Number(key) - 1];
       if (label) assign(label);
-    } else if (key === "ArrowRight") moveFocus(1, event.shiftKey);
-    else if (key === "ArrowLeft") moveFocus(-1, event.shiftKey);
-    else if (key === "ArrowDown") moveFocus(columns(), event.shiftKey);
-    else if (key === "ArrowUp") moveFocus(-columns(), event.shiftKey);
-    else if (key === " ") {
+    } else if (key.startsWith("Arrow")) {
+      const how = event.shiftKey ? "extend" : (event.ctrlKey || event.metaKey) ? "focus" : "move";
+      const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns(), ArrowUp: -columns() }[key];
+      moveFocus(step, how);
+    } else if (key === " ") {
       const item = items()[focus];
       if (item) {
         if (selected.has(item.id)) selected.delete(item.id); else selected.add(item.id);

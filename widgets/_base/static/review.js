@@ -8,7 +8,9 @@
 // label, 1–9 choose class n, ← / → previous / next card, u undo the last decision.
 
 const GREY = "#9E9E9E";
-const WATCHED = ["cards", "index", "decisions", "decided", "classes", "colors", "image",
+// How often an open page asks whether others decided cards of its queue.
+const POLL_MS = 5000;
+const WATCHED = ["cards", "index", "decisions", "taken", "decided", "classes", "colors", "image",
   "image_error", "strip", "message", "error", "title", "can_undo"];
 // The keys the widget owns while it has focus (kept from JupyterLab's command mode).
 const OWN_KEYS = /^(?:[aku1-9]|Enter|ArrowLeft|ArrowRight)$/;
@@ -140,6 +142,7 @@ function render({ model, el }) {
       return;
     }
     const decision = decisions[card.sample_id] || null;
+    const taken = model.get("taken") || {};
     const image = model.get("image")
       ? h("img", {
         className: "loupe-review-image", src: model.get("image"), alt: card.name,
@@ -173,6 +176,9 @@ function render({ model, el }) {
       card.score !== null
         ? h("div", { className: "loupe-review-score", text: `${card.score_name} ${fmt(card.score)}` }) : null,
       card.reason ? h("div", { className: "loupe-review-reason", text: card.reason }) : null,
+      taken[card.sample_id]
+        ? h("div", { className: "loupe-review-taken", role: "status", text: taken[card.sample_id] })
+        : null,
       annotators.length ? h("div", { className: "loupe-review-annotators" }, annotators) : null,
       decision
         ? h("div", { className: "loupe-review-decision" }, [
@@ -204,7 +210,8 @@ function render({ model, el }) {
       h("div", { className: "loupe-review-labels" }, labelButtons),
     ]);
     const box = h("div", {
-      className: "loupe-review-card" + (decision ? " loupe-review-decided" : ""),
+      className: "loupe-review-card" + (decision ? " loupe-review-decided" : "")
+        + ((model.get("taken") || {})[card.sample_id] ? " loupe-review-taken-card" : ""),
       "data-sample-id": card.sample_id, "data-index": String(model.get("index")),
     }, [h("div", { className: "loupe-review-imagebox" }, [image]), facts]);
     cardBox.replaceChildren(box);
@@ -269,8 +276,14 @@ function render({ model, el }) {
   root.addEventListener("click", () => root.focus({ preventScroll: true }));
   draw();
   requestAnimationFrame(() => root.focus({ preventScroll: true }));
+  // A page left open learns what others decided: every POLL_MS (while visible) the kernel
+  // re-reads the queue's histories and marks the cards someone else decided meanwhile.
+  const poller = setInterval(() => {
+    if (document.visibilityState === "visible" && root.isConnected) send({ type: "poll" });
+  }, POLL_MS);
 
   return () => {
+    clearInterval(poller);
     for (const [name, callback] of listeners) model.off(`change:${name}`, callback);
   };
 }

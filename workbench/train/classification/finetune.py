@@ -18,13 +18,12 @@ same model an uninterrupted run gives).
 from __future__ import annotations
 
 import copy
-import math
 import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,14 +32,9 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from workbench.errors import LoupeError
 from workbench.store.ingest.images import read_rgb
 from workbench.train import distributed
-
-
-class TrainingCancelled(LoupeError, RuntimeError):  # noqa: N818 (reads as what happened)
-    """A training run was stopped by the user; finished epochs and folds are kept on disk,
-    and ``train(..., resume=True)`` goes on from there."""
+from workbench.train._loop import CancelFlag, TrainingCancelled, batches, warmup_cosine
 
 
 class UnusableStateWarning(UserWarning):
@@ -50,12 +44,6 @@ class UnusableStateWarning(UserWarning):
 
 #: ``format`` of a saved fine-tune state (1: pickled NumPy and Python objects, never read).
 STATE_FORMAT = 2
-
-
-class CancelFlag(Protocol):
-    """Anything with ``is_set()``, such as a ``threading.Event`` a Stop button sets."""
-
-    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -128,8 +116,8 @@ def probabilities(member: nn.Module, pixels: torch.Tensor, mean: torch.Tensor,
     """Softmax of an un-augmented forward: (n, n_classes), float32."""
     was_training = member.training
     member.eval()
-    chunks = [member(_normalise(pixels[i:i + batch_size], mean, std)).softmax(1)
-              for i in range(0, len(pixels), batch_size)]
+    chunks = [member(_normalise(pixels[part], mean, std)).softmax(1)
+              for part in batches(len(pixels), batch_size)]
     member.train(was_training)
     return torch.cat(chunks).float().numpy()
 
@@ -140,16 +128,6 @@ def _train_mode(member: nn.Module, freeze_batchnorm: bool) -> None:
     for module in member.modules() if freeze_batchnorm else ():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
-
-
-def _schedule(optimizer: torch.optim.Optimizer, warmup: int,
-              total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _save_atomic(state: dict[str, Any], path: Path) -> None:
@@ -175,7 +153,7 @@ def _start(member: nn.Sequential, settings: FinetuneSettings, *, seed: int, epoc
         [{"params": [p for p in body.parameters() if p.requires_grad], "lr": settings.lr},
          {"params": list(head.parameters()), "lr": settings.head_lr}],
         weight_decay=settings.weight_decay)
-    scheduler = _schedule(optimizer, settings.warmup_epochs * steps, epochs * steps)
+    scheduler = warmup_cosine(optimizer, settings.warmup_epochs * steps, epochs * steps)
     return optimizer, scheduler, order
 
 
@@ -343,11 +321,9 @@ def fit(member: nn.Sequential, pixels: torch.Tensor, labels: np.ndarray, *,
         while state["epoch"] < epochs and state["bad"] < settings.patience:
             _train_mode(member, settings.freeze_batchnorm)
             permutation = torch.randperm(len(pixels), generator=order)
-            for start in range(0, len(pixels), settings.batch_size):
-                if cancel is not None and cancel.is_set():
-                    raise TrainingCancelled("training cancelled; finished epochs are kept, "
-                                            "resume with train(..., resume=True)")
-                batch = permutation[start:start + settings.batch_size]
+            for batch in batches(len(pixels), settings.batch_size, order=permutation,
+                                 cancel=cancel, cancelled="training cancelled; finished "
+                                 "epochs are kept, resume with train(..., resume=True)"):
                 if len(batch) < world:
                     continue  # every rank needs a share
                 batch = batch[distributed.rank()::world]

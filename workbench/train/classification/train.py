@@ -61,6 +61,7 @@ from workbench.train.run_lock import RunInProgressError, acquire, release
 from workbench.train.versions import (
     ModelVersion,
     VersionFiles,
+    VersionRecord,
     checkpoint,
     latest_version,
     probability_frame,
@@ -515,19 +516,16 @@ class _Run:
         classifier = Classifier([m for _, _, m in members], image_size=self.image_size,
                                 mean=self.spec.mean, std=self.spec.std, classes=self.classes)
         name = reserve_name(self.folder)
-        record = {
-            "name": name, "project": self.project_name, "created": pd.Timestamp.now(
-                tz="UTC").isoformat(), "parent": self.parent, "mode": chosen,
-            "classes": self.classes, "config": self.config, "metrics": metrics,
-            "selection": selection, "members": [kind for kind, _, _ in members],
-            "files": {"checkpoint": "model.pt", "snapshot": "snapshot.parquet",
-                      "predictions": "predictions.parquet"},
-            "spec": dataclasses.asdict(self.spec), "n_samples": len(self.y),
-            "best_epochs": getattr(self, "best_epochs", None),
-            "final_epochs": getattr(self, "final_epochs", None),
-            "curves": getattr(self, "curves", None),
-            "world_size": distributed.world_size(), "torch": torch.__version__,
-            "duration_s": round(time.time() - self.started, 1)}
+        record = VersionRecord(
+            name=name, project=self.project_name, task="classification", mode=chosen,
+            classes=self.classes, config=self.config, metrics=metrics, parent=self.parent,
+            extra={"selection": selection, "members": [kind for kind, _, _ in members],
+                   "spec": dataclasses.asdict(self.spec), "n_samples": len(self.y),
+                   "best_epochs": getattr(self, "best_epochs", None),
+                   "final_epochs": getattr(self, "final_epochs", None),
+                   "curves": getattr(self, "curves", None),
+                   "world_size": distributed.world_size(), "torch": torch.__version__,
+                   "duration_s": round(time.time() - self.started, 1)})
         try:
             dataset = self._dataset()
             write_predictions(dataset, f"pred_{name}", predictions, self.classes)

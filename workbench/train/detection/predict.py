@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from workbench.deploy.edge import postprocess_detections
 from workbench.store.ingest.images import read_rgb
+from workbench.train._loop import batches
 from workbench.train.detection.retinanet import Detector
 
 #: Columns of a prediction frame (plus ``sample_id`` / ``filepath`` and ``fold``).
@@ -34,8 +35,8 @@ def detect(detector: Detector, pixels: torch.Tensor, *, batch_size: int = 16,
     detector.eval()
     settings = _decoding(detector, score_threshold)
     found = []
-    for start in range(0, len(pixels), batch_size):
-        scores, boxes = detector.raw(pixels[start:start + batch_size])
+    for part in batches(len(pixels), batch_size):
+        scores, boxes = detector.raw(pixels[part])
         found += [postprocess_detections(s, b, **settings)
                   for s, b in zip(scores.numpy(), boxes.numpy(), strict=True)]
     return found

@@ -1,7 +1,7 @@
 """Training a box detector: a detection project's labelled images in, a model version out.
 
 >>> mv = wb.train(p, task="detection", model="retinanet")   # or train_detector(p)
->>> mv.metrics["mAP50"]                  # out-of-fold: no image scored by a model that saw it
+>>> mv.metrics["map50"]                  # out-of-fold: no image scored by a model that saw it
 >>> mv.oof_predictions().head()          # sample_id, label, confidence, x, y, w, h, fold
 >>> p.dataset.first()["pred_v1"].detections
 
@@ -31,8 +31,9 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 from tqdm.auto import tqdm
 
+from workbench.train._loop import CancelFlag, TrainingCancelled, batches, warmup_cosine
 from workbench.train.backbones import DEFAULT_BACKBONE, _resolve
-from workbench.train.classification.finetune import CancelFlag, TrainingCancelled, load_pixels
+from workbench.train.classification.finetune import load_pixels
 from workbench.train.detection.predict import BOX_COLUMNS, detect, detect_files, detection_frame
 from workbench.train.detection.retinanet import (
     Detector,
@@ -44,6 +45,7 @@ from workbench.train.versions import (
     DETECTION_FORMAT,
     ModelVersion,
     VersionFiles,
+    VersionRecord,
     latest_version,
     release_name,
     reserve_name,
@@ -124,13 +126,14 @@ def train_detector(project: Project | str, *, backbone: str = DEFAULT_BACKBONE, 
     settings : DetectionSettings, optional
     cancel : object with ``is_set()``, optional
         Checked between batches: raises
-        :class:`~workbench.train.classification.finetune.TrainingCancelled`.
+        :class:`~workbench.train._loop.TrainingCancelled`.
     progress : bool, default True
 
     Returns
     -------
     ModelVersion
-        ``task == "detection"``; ``metrics`` holds ``mAP50``, ``mAP50_95``, ``per_class``
+        ``task == "detection"``; ``metrics`` holds ``map50``, ``map50_95`` (also readable as
+        ``mAP50``, ``mAP50_95``), ``per_class``
         (AP50, AP50_95, n_gt, n_pred), ``evaluated_on`` and ``n_evaluated``.
     """
     settings = settings or DetectionSettings()
@@ -214,15 +217,6 @@ def _early_parameters(body: nn.Module) -> list[nn.Parameter]:
     return [p for m in early for p in m.parameters(recurse=False)]
 
 
-def _schedule(optimizer: torch.optim.Optimizer, warmup: int,
-              total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def _augment(pixels: torch.Tensor, targets: list[dict[str, torch.Tensor]], size: int,
              jitter: float, generator: torch.Generator
              ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
@@ -270,7 +264,7 @@ def fit_detector(detector: Detector, pixels: torch.Tensor,
                                    {"params": rest, "lr": settings.lr}],
                                   weight_decay=settings.weight_decay)
     steps = math.ceil(len(pixels) / settings.batch_size)
-    scheduler = _schedule(optimizer, min(settings.warmup_steps, max(1, epochs * steps // 5)),
+    scheduler = warmup_cosine(optimizer, min(settings.warmup_steps, max(1, epochs * steps // 5)),
                           epochs * steps)
     mean, std = detector.mean, detector.std
     history = []
@@ -281,10 +275,8 @@ def fit_detector(detector: Detector, pixels: torch.Tensor,
             freeze_batchnorm(detector)
             order = torch.randperm(len(pixels), generator=generator)
             total = 0.0
-            for start in range(0, len(pixels), settings.batch_size):
-                if cancel is not None and cancel.is_set():
-                    raise TrainingCancelled("training cancelled; no version was written")
-                batch = order[start:start + settings.batch_size]
+            for batch in batches(len(pixels), settings.batch_size, order=order, cancel=cancel,
+                                 cancelled="training cancelled; no version was written"):
                 images, batch_targets = _augment(pixels[batch], [targets[i] for i in batch],
                                                  size, settings.jitter, generator)
                 losses = detector.losses((images - mean) / std, batch_targets)
@@ -308,7 +300,7 @@ def fit_detector(detector: Detector, pixels: torch.Tensor,
 
 def evaluate_detections(gt: pd.DataFrame, pred: pd.DataFrame, sample_ids: Sequence[str],
                         classes: Sequence[str], evaluated_on: str) -> dict[str, Any]:
-    """mAP50, mAP50_95 and per-class AP of predictions against ground truth (box frames)."""
+    """map50, map50_95 and per-class AP of predictions against ground truth (box frames)."""
     from workbench.metrics.detection_metrics import detection_map, mean_ap
 
     table = detection_map(gt[["sample_id", "label", "x", "y", "w", "h"]],
@@ -321,7 +313,7 @@ def evaluate_detections(gt: pd.DataFrame, pred: pd.DataFrame, sample_ids: Sequen
 
     return {"evaluated_on": evaluated_on, "n_evaluated": len(sample_ids),
             "n_boxes": len(gt), "n_predicted": len(pred),
-            "mAP50": number(means["map50"]), "mAP50_95": number(means["map50_95"]),
+            "map50": number(means["map50"]), "map50_95": number(means["map50_95"]),
             "per_class": {row.label: {"AP50": number(row.AP50), "AP50_95": number(row.AP50_95),
                                       "n_gt": int(row.n_gt), "n_pred": int(row.n_pred)}
                           for row in table.itertuples()}}
@@ -484,16 +476,12 @@ class _DetectionRun:
         folder = self.project.folder
         parent = latest_version(folder)
         name = reserve_name(folder)
-        record = {
-            "name": name, "project": self.project.name, "task": "detection",
-            "model": "retinanet", "mode": "retinanet",
-            "created": pd.Timestamp.now(tz="UTC").isoformat(), "parent": parent,
-            "classes": self.classes, "config": self._config(), "metrics": metrics,
-            "detector": final.config.to_dict(),
-            "files": {"checkpoint": "model.pt", "snapshot": "snapshot.parquet",
-                      "predictions": "predictions.parquet"},
-            "n_samples": len(self.ids), "curves": curves, "torch": torch.__version__,
-            "duration_s": round(time.time() - self.started, 1)}
+        record = VersionRecord(
+            name=name, project=self.project.name, task="detection", mode="retinanet",
+            classes=self.classes, config=self._config(), metrics=metrics, parent=parent,
+            extra={"model": "retinanet", "detector": final.config.to_dict(),
+                   "n_samples": len(self.ids), "curves": curves, "torch": torch.__version__,
+                   "duration_s": round(time.time() - self.started, 1)})
         try:
             write_detection_predictions(self.project.dataset, f"pred_{name}", predictions,
                                         held_ids, self.classes)
