@@ -103,7 +103,7 @@ def _wait_entry(project, annotator: str) -> dict:
 
 
 @pytest.mark.slow
-def test_landing_page_links_the_dashboards_offline(server, browser):
+def test_landing_page_links_the_dashboards_offline(dashboard_project, server, browser):
     url, _ = server
     external: list[str] = []
     page = offline_context(browser, external).new_page()
@@ -115,6 +115,11 @@ def test_landing_page_links_the_dashboards_offline(server, browser):
                                        "els => els.map(e => e.textContent.trim())")
     assert titles == ["Review", "Model report", "Workbench"]
     assert "Loupe dashboards" in page.inner_text("body")
+    # The served project comes first, with its last drift check (the fixture's) in words.
+    first = page.locator(".loupe-project").first
+    assert first.get_attribute("data-project") == dashboard_project.name
+    assert first.get_attribute("data-drift") in ("drift", "no drift")
+    assert "last check" in first.inner_text() and "no line runs a model" in first.inner_text()
     assert external == []
 
 
@@ -155,6 +160,15 @@ def test_two_inspectors_review_concurrently_from_the_keyboard(dashboard_project,
         page.wait_for_function(
             "() => [...document.querySelectorAll('.loupe-review-message')]"
             ".some(m => m.textContent.includes('relabelled'))", timeout=30_000)
+    # B decides the next card while A's page stays open: A's page marks it within a poll.
+    before = len(_entries_by(p, names[1]))
+    pages[1].keyboard.press("1")
+    deadline = time.monotonic() + STORE_TIMEOUT_S
+    while len(_entries_by(p, names[1])) == before:
+        assert time.monotonic() < deadline, "B's second decision did not reach the store"
+        time.sleep(0.2)
+    pages[0].wait_for_selector(".loupe-review-taken", timeout=30_000)
+    assert names[1] in pages[0].inner_text(".loupe-review-taken")
     assert external == [], external
     assert icon and "Font Awesome" in icon
     assert fonts_ok
@@ -294,7 +308,8 @@ def test_pages_fit_phone_tablet_and_laptop_widths(dashboard_project, server, bro
     external: list[str] = []
     context = offline_context(browser, external)
     problems = []
-    for name, ready in (("review", ".loupe-name input"), ("report", ".loupe-drift-status")):
+    for name, ready in (("review", ".loupe-name input"), ("report", ".loupe-drift-status"),
+                        ("main", ".loupe-overview")):
         page = context.new_page()
         page.goto(url + f"voila/render/{name}.ipynb", wait_until="commit",
                   timeout=RENDER_TIMEOUT_MS)
@@ -303,8 +318,10 @@ def test_pages_fit_phone_tablet_and_laptop_widths(dashboard_project, server, bro
             page.locator(".loupe-name input").fill(f"narrow-{os.getpid()}")
             page.keyboard.press("Enter")
             page.locator(".loupe-review").first.wait_for(state="visible", timeout=60_000)
-        else:
+        elif name == "report":
             page.wait_for_selector(".loupe-confusion .js-plotly-plot", timeout=60_000)
+        else:
+            page.wait_for_selector(".loupe-workbench", timeout=60_000)
         for width in WIDTHS:
             page.set_viewport_size({"width": width, "height": 900})
             page.wait_for_timeout(600)  # plotly relayouts on resize
@@ -318,4 +335,33 @@ def test_pages_fit_phone_tablet_and_laptop_widths(dashboard_project, server, bro
     assert problems == []
     assert external == [], external
     assert all((shots / f"{n}_{w}.png").stat().st_size > 5_000
-               for n in ("review", "report") for w in WIDTHS)
+               for n in ("review", "report", "main") for w in WIDTHS)
+
+
+@pytest.mark.slow
+def test_each_fact_has_one_number_on_every_page(dashboard_project, server, browser):
+    """Open label issues, open disagreements and disputed images: the review page, the
+    report's dataset card and the Workbench overview show the numbers wb.review_counts
+    gives, read here from each page's DOM."""
+    import workbench as wb
+
+    url, log = server
+    external: list[str] = []
+    context = offline_context(browser, external)
+    shown = {}
+    for name in ("review", "report", "main"):
+        page = context.new_page()
+        page.goto(url + f"voila/render/{name}.ipynb", wait_until="commit",
+                  timeout=RENDER_TIMEOUT_MS)
+        _wait_rendered(page, ".loupe-facts", log)
+        shown[name] = dict(page.eval_on_selector_all(
+            ".loupe-facts .loupe-fact",
+            "els => els.map(e => [e.dataset.fact, e.dataset.value])"))
+        words = page.inner_text(".loupe-facts")
+        assert "open label issues" in words and "on current labels" in words, words
+        page.close()
+    expected = {fact: str(value) for fact, value in
+                wb.review_counts(dashboard_project).figures().items()}
+    assert shown == {"review": expected, "report": expected, "main": expected}
+    assert int(expected["label-issues"]) > 0 and int(expected["disagreements"]) > 0
+    assert external == [], external

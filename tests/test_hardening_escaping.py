@@ -141,7 +141,8 @@ def test_datasheet_of_a_project_escapes_its_class_and_annotator_names(project, t
 #: (dashboard, what it must contain) for each data sink the dashboards have.
 SINKS = {
     "review.ipynb": ["<b>{escape_html(name)}</b>", "{escape_html(project.name)}"],
-    "report.ipynb": ["escape_markdown, project.classes", "Markdown(wb.datasheet(project))",
+    "report.ipynb": ["escape_markdown, project.classes",
+                     "Markdown(wb.datasheet(project, counts=counts))",
                      "{escape_html(last['summary'])}", "{escape_html(last['batch'])}",
                      "{escape_html(version.name)}", "{escape_markdown(error)}"],
     "main.ipynb": ["{escape_markdown(name)}"],

@@ -93,7 +93,8 @@ TABS: dict[str, tuple[Builder, Callable[[Workbench], str | None]]] = {
     "Label book": (lambda w: LabelBook(w.source, author=w.annotator,
                                        version=w.version or None),
                    _classification_only(_always)),
-    "Drift": (lambda w: DriftMonitor(w.source, w.version), _classification_only(_version_needed)),
+    "Drift": (lambda w: DriftMonitor(w.source, w.version, annotator=w.annotator),
+              _classification_only(_version_needed)),
 }
 
 

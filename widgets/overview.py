@@ -16,11 +16,13 @@ import pandas as pd
 from PIL import UnidentifiedImageError
 
 from widgets._base import STATIC
+from widgets._base.facts import facts_html
 from workbench.store.labels import DISPUTED_TAG
 from workbench.store.thumbnails import thumbnail_data_uri
 from workbench.text import escape_html
 
 if TYPE_CHECKING:
+    from workbench.analyse.open_work import ReviewCounts
     from workbench.store.project import Project
 
 _CSS = STATIC / "overview.css"
@@ -42,6 +44,9 @@ class ProjectOverview(widgets.VBox):
         Thumbnails per class row (the first images of that class, in dataset order).
     thumb_size : int, default 96
         Longest side of a thumbnail in pixels.
+    counts : workbench.ReviewCounts, optional
+        The open review work (:func:`workbench.review_counts`), shown under the header with
+        the same figures as the review page; without it only the disputed badge shows.
 
     Attributes
     ----------
@@ -58,7 +63,8 @@ class ProjectOverview(widgets.VBox):
         Per class, the sample ids shown in the grid, in order.
     """
 
-    def __init__(self, project: Project, *, per_class: int = 8, thumb_size: int = 96) -> None:
+    def __init__(self, project: Project, *, per_class: int = 8, thumb_size: int = 96,
+                 counts: ReviewCounts | None = None) -> None:
         for name, value in (("per_class", per_class), ("thumb_size", thumb_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ProjectOverview: {name} must be a positive integer, "
@@ -79,7 +85,8 @@ class ProjectOverview(widgets.VBox):
         }
 
         cache_dir = project.folder / "thumbnails"
-        self.header = widgets.HTML(self._header_html(len(frame), len(classes)))
+        self.header = widgets.HTML(self._header_html(len(frame), len(classes))
+                                   + (facts_html(counts) if counts is not None else ""))
         self.counts = widgets.HTML(self._tables_html())
         self.grid = widgets.HTML(self._grid_html(frame, classes, cache_dir))
         style = widgets.HTML(f"<style>{_CSS.read_text(encoding='utf-8')}</style>")

@@ -3,7 +3,7 @@
 This stub is the one list: type checkers and IDEs read it, and ``__init__.py`` builds
 ``__getattr__``, ``__dir__`` and ``__all__`` from it."""
 
-from . import demo
+from . import demo, jobs
 from .analyse.classification import (
     class_report,
     confusion,
@@ -17,9 +17,34 @@ from .analyse.compare import class_deltas, compare
 from .analyse.data import agreement, datasheet, near_duplicates, outliers
 from .analyse.detection import DetectionReport, detection_report
 from .analyse.embedding_map import embedding_map
+from .analyse.open_work import (
+    ReviewCounts,
+    open_disagreements,
+    open_label_issues,
+    review_counts,
+)
+from .deploy.deployments import (
+    current_deployment,
+    deployment_history,
+    deployments,
+    promote,
+    rollback,
+)
 from .deploy.edge import EdgeDetector, EdgePredictor
 from .deploy.export import detect_exported, export
-from .errors import DatabaseUnavailableError, LoupeError, ProjectError, UnsafePathError
+from .deploy.gate import GateReport, gate
+from .deploy.line_state import Deployment
+from .errors import (
+    DatabaseUnavailableError,
+    DeploymentConflict,
+    DeploymentConflictError,
+    DeploymentError,
+    GateFailed,
+    GateFailedError,
+    LoupeError,
+    ProjectError,
+    UnsafePathError,
+)
 from .improve.examples import suggest_examples
 from .improve.review_curve import ReviewCurve, review_curve
 from .improve.selection import LabelSuggestion, next_to_label, suggest_labels
@@ -33,6 +58,7 @@ from .improve.synthesize import (
 )
 from .monitor.drift import DriftReport, drift, drift_history, load_check
 from .store.coerce import as_project, as_version, require_task
+from .store.inbox import inbox_batch, inbox_batches
 from .store.ingest.scan import ImportReport
 from .store.labelbook import add_example, book_history, define_label, label_book, remove_example
 from .store.project import Project, delete_project, list_projects
@@ -44,11 +70,18 @@ from .train.versions import ModelVersion
 
 __all__ = [
     "DatabaseUnavailableError",
+    "Deployment",
+    "DeploymentConflict",
+    "DeploymentConflictError",
+    "DeploymentError",
     "DetectionReport",
     "DetectionSettings",
     "DriftReport",
     "EdgeDetector",
     "EdgePredictor",
+    "GateFailed",
+    "GateFailedError",
+    "GateReport",
     "ImportReport",
     "Improvement",
     "LabelSuggestion",
@@ -56,6 +89,7 @@ __all__ = [
     "ModelVersion",
     "Project",
     "ProjectError",
+    "ReviewCounts",
     "ReviewCurve",
     "RunInProgressError",
     "SynthesisReport",
@@ -72,11 +106,14 @@ __all__ = [
     "compare",
     "confusion",
     "confusion_samples",
+    "current_deployment",
     "data_advice",
     "datasheet",
     "define_label",
     "delete_project",
     "demo",
+    "deployment_history",
+    "deployments",
     "detect_exported",
     "detection_report",
     "discover_slices",
@@ -84,17 +121,26 @@ __all__ = [
     "drift_history",
     "embedding_map",
     "export",
+    "gate",
     "improve_class",
+    "inbox_batch",
+    "inbox_batches",
+    "jobs",
     "label_book",
     "label_issues",
     "list_projects",
     "load_check",
     "near_duplicates",
     "next_to_label",
+    "open_disagreements",
+    "open_label_issues",
     "outliers",
+    "promote",
     "remove_example",
     "require_task",
+    "review_counts",
     "review_curve",
+    "rollback",
     "slice_report",
     "suggest_examples",
     "suggest_labels",

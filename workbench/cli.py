@@ -1,5 +1,6 @@
 """The ``loupe`` command: projects, import, train, models, label issues, dataset card,
-export, the dashboards (``serve``, ``demo``), a database check.
+export, the dashboards (``serve``, ``demo``), background jobs (``jobs``, ``worker``), a
+database check.
 
 Errors print one line (``loupe: error: …``) and exit 2; ``--debug`` shows the traceback.
 """
@@ -62,12 +63,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         _say(f"building the demo project {args.project!r} …", flush=True)
         project = create_demo_project(args.project, overwrite=True, progress=True)
         _say(f"built {project!r}", flush=True)
+    _demo_inbox(args.project)
     if not args.no_train:
         _first_version(args.project)
     if args.no_serve:
         return 0
     return serve_dashboard(port=args.port, project=args.project, preheat=not args.no_preheat,
-                           max_kernels=args.max_kernels)
+                           max_kernels=args.max_kernels, worker=not args.no_worker)
+
+
+def _demo_inbox(name: str) -> None:
+    """Put a batch of new (night-shift) images in the demo's inbox when it has none, so
+    the drift tab has a batch to check and import."""
+    from workbench.demo import write_demo_inbox
+    from workbench.store.inbox import inbox_batches
+    from workbench.store.project import Project
+
+    project = Project.open(name)
+    if inbox_batches(project, environ={}).empty:
+        folder = write_demo_inbox(project)
+        _say(f"a batch of new images waits in the inbox: {folder}", flush=True)
 
 
 def _first_version(name: str) -> None:
@@ -87,14 +102,23 @@ def _first_version(name: str) -> None:
 
 def serve_dashboard(*, port: int, project: str, preheat: bool = True, ip: str = "127.0.0.1",
                     token: str | None = None, max_kernels: int = 6,
-                    idle_timeout: float = 120.0, allow_hosts: Sequence[str] = ()) -> int:
+                    idle_timeout: float = 120.0, allow_hosts: Sequence[str] = (),
+                    worker: bool = True) -> int:
     """Serve the dashboards (landing page, review, report, main) with Voila, on 127.0.0.1
-    unless ``ip`` says otherwise (then with a token); blocks until stopped."""
+    unless ``ip`` says otherwise (then with a token); blocks until stopped. ``worker``: run
+    a job worker (``loupe worker``) beside Voila for trainings started from a page, and
+    stop it on exit (its running jobs resume at the next start)."""
     from workbench.deploy.serve import KernelLimits, serve_dashboards
+    from workbench.jobs.worker import start_worker_process, stop_worker_process
 
     limits = KernelLimits(max_kernels=max_kernels, idle_timeout_s=idle_timeout)
-    return serve_dashboards(project, port=port, preheat=preheat, ip=ip, token=token,
-                            limits=limits, allow_hosts=allow_hosts)
+    jobs = start_worker_process() if worker else None
+    try:
+        return serve_dashboards(project, port=port, preheat=preheat, ip=ip, token=token,
+                                limits=limits, allow_hosts=allow_hosts)
+    finally:
+        if jobs is not None:
+            stop_worker_process(jobs)
 
 
 def _serve_token(args: argparse.Namespace) -> str | None:
@@ -126,7 +150,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     Project.open(args.project)  # a clear error now, not in every dashboard
     return serve_dashboard(port=args.port, project=args.project, preheat=not args.no_preheat,
                            ip=args.ip, token=token, max_kernels=args.max_kernels,
-                           idle_timeout=args.idle_timeout, allow_hosts=args.allow_host)
+                           idle_timeout=args.idle_timeout, allow_hosts=args.allow_host,
+                           worker=not args.no_worker)
 
 
 def _cmd_db_check(args: argparse.Namespace) -> int:
@@ -217,6 +242,123 @@ def _cmd_drift(args: argparse.Namespace) -> int:
     return DRIFT_EXIT if report.drifted else 0
 
 
+# -- deployments: promote, rollback, deployments ----------------------------------------------
+#: Exit status of ``loupe promote`` when the gate refused the version (0: done; 2: an error).
+GATE_EXIT = 3
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from workbench.deploy.deployments import promote
+    from workbench.errors import GateFailedError
+
+    try:
+        deployment = promote(args.project, args.version, line=args.line,
+                             annotator=args.annotator, force=args.force, reason=args.reason)
+    except GateFailedError as refused:
+        _say(f"loupe: gate failed: {refused}", file=sys.stderr)
+        return GATE_EXIT
+    forced = f" (forced: {deployment.reason})" if deployment.forced else ""
+    _say(f"line {deployment.line} now runs {deployment.version} as "
+         f"{deployment.deployment_id}{forced}")
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from workbench.deploy.deployments import rollback
+
+    deployment = rollback(args.project, line=args.line, annotator=args.annotator,
+                          reason=args.reason)
+    _say(f"line {deployment.line} rolled back to {deployment.version} "
+         f"({deployment.deployment_id})")
+    return 0
+
+
+def _cmd_deployments(args: argparse.Namespace) -> int:
+    from workbench.deploy.deployments import deployments
+
+    frame = deployments(args.project, line=args.line)
+    if frame.empty:
+        _say(f"{args.project}: no deployments yet (loupe promote {args.project} VERSION "
+             "--line A --annotator NAME)")
+        return 0
+    frame = frame.assign(promoted_at=frame["promoted_at"].dt.strftime("%Y-%m-%d %H:%M"),
+                         current=frame["current"].map({True: "*", False: ""}))
+    _say(frame.to_string(index=False))
+    return 0
+
+
+def _add_deployment_parsers(sub: argparse._SubParsersAction) -> None:
+    pro = sub.add_parser("promote", help="make a model version what a line runs (gated)",
+                         description="Run the gate and switch the line to the version. Exit "
+                         "status 0: promoted, 3: the gate refused it, 2: an error.")
+    pro.add_argument("project")
+    pro.add_argument("version", help="v1, v2, …")
+    pro.add_argument("--line", required=True, help="the line's name (e.g. A)")
+    pro.add_argument("--annotator", required=True, help="who decides (recorded)")
+    pro.add_argument("--force", action="store_true",
+                     help="promote although the gate failed (needs --reason)")
+    pro.add_argument("--reason", default=None, help="why (recorded; required with --force)")
+    pro.set_defaults(func=_cmd_promote)
+
+    rb = sub.add_parser("rollback", help="switch a line back to its previous deployment")
+    rb.add_argument("project")
+    rb.add_argument("--line", required=True)
+    rb.add_argument("--annotator", required=True, help="who decides (recorded)")
+    rb.add_argument("--reason", default=None)
+    rb.set_defaults(func=_cmd_rollback)
+
+    dep = sub.add_parser("deployments", help="list a project's deployments (* = current)")
+    dep.add_argument("project")
+    dep.add_argument("--line", default=None)
+    dep.set_defaults(func=_cmd_deployments)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from workbench.jobs import cancel, get, list_jobs
+
+    if args.cancel is not None:
+        if not args.annotator:
+            raise ValueError("--cancel needs --annotator NAME (who cancels it is recorded)")
+        if get(args.cancel).project != args.project:
+            raise ValueError(f"job {args.cancel} is not a job of {args.project!r} (see: "
+                             f"loupe jobs {args.project})")
+        job = cancel(args.cancel, annotator=args.annotator)
+        _say(f"job {job.id}: {job.state}" + (" (stops at its next batch)"
+                                             if job.state == "running" else ""))
+        return 0
+    frame = list_jobs(args.project)
+    if frame.empty:
+        from workbench.store.project import Project
+
+        Project.open(args.project)  # an unknown project is an error, not an empty list
+        _say(f"no jobs for {args.project} yet (a dashboard's Retrain, or "
+             "wb.jobs.submit(project, 'train', annotator=...))")
+        return 0
+    table = frame[["job_id", "kind", "state", "progress", "submitted_by", "submitted_at"]]
+    table = table.rename(columns={"job_id": "id"}).assign(
+        progress=[f"{p:.0%}" for p in frame["progress"]],
+        submitted_at=[f"{t:%Y-%m-%d %H:%M:%S}" for t in frame["submitted_at"]],
+        result=[_job_outcome(row) for row in frame.itertuples()]).rename(
+        columns={"result": "result/error"})
+    _say(table.to_string(index=False))
+    return 0
+
+
+def _job_outcome(row: object) -> str:
+    """The last column of ``loupe jobs``: the result, the error, or who cancelled."""
+    if getattr(row, "error", None):
+        return f"error: {row.error}"
+    if getattr(row, "state", None) == "cancelled":
+        return f"cancelled by {row.cancelled_by}"
+    return getattr(row, "result", None) or ""
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from workbench.jobs.worker import run_worker
+
+    return run_worker(slots=args.slots, stop_timeout=args.stop_timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``loupe`` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="loupe", description="Loupe: data-centric AI "
@@ -259,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout", type=float, default=120.0, metavar="SECONDS",
                        help="shut down a kernel no page is connected to after this many "
                        "idle seconds (default 120)")
+    _add_worker_option(serve)
     serve.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="build the demo project and serve the dashboards")
@@ -271,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-preheat", action="store_true",
                       help="start a kernel per page instead of keeping preheated ones ready")
     _add_kernel_options(demo)
+    _add_worker_option(demo)
     demo.set_defaults(func=_cmd_demo)
 
     tr = sub.add_parser("train", help="train a model version (also under torchrun)")
@@ -323,9 +467,35 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not add the check to the project's drift history")
     dr.set_defaults(func=_cmd_drift)
 
+    _add_deployment_parsers(sub)
+    jobs = sub.add_parser("jobs", help="list a project's background jobs (trainings)")
+    jobs.add_argument("project")
+    jobs.add_argument("--cancel", type=int, default=None, metavar="ID",
+                      help="cancel job ID (a running training stops at its next batch)")
+    jobs.add_argument("--annotator", default=None, help="who cancels (with --cancel)")
+    jobs.set_defaults(func=_cmd_jobs)
+
+    worker = sub.add_parser("worker", help="run queued jobs until stopped (loupe serve "
+                            "starts one)", description="Take queued jobs (trainings "
+                            "submitted from the dashboards or wb.jobs.submit), oldest first, "
+                            "one per project at a time. Ctrl+C or SIGTERM stops it; running "
+                            "jobs go back to the queue and resume at the next start.")
+    worker.add_argument("--slots", type=int, default=1, metavar="N",
+                        help="jobs run at once, each of another project (default 1)")
+    worker.add_argument("--stop-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="on stop, how long a training may take to reach its next batch "
+                        "before it is killed (default 30)")
+    worker.set_defaults(func=_cmd_worker)
+
     sub.add_parser("db-check", help="check that the database starts").set_defaults(
         func=_cmd_db_check)
     return parser
+
+
+def _add_worker_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-worker", action="store_true",
+                        help="do not start a job worker beside Voila (trainings started from "
+                        "a page then wait for 'loupe worker')")
 
 
 def _add_kernel_options(parser: argparse.ArgumentParser) -> None:

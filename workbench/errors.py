@@ -24,4 +24,35 @@ class UnsafePathError(LoupeError, ValueError):
     """A path that would leave the project folder (read, write or delete refused)."""
 
 
-__all__ = ["DatabaseUnavailableError", "LoupeError", "ProjectError", "UnsafePathError"]
+class DeploymentError(LoupeError, ValueError):
+    """A promotion or rollback that cannot be done as asked (bad line name, no reason for a
+    forced promotion, nothing to roll back to, a deployment folder that fails its checks)."""
+
+
+class DeploymentConflictError(LoupeError, RuntimeError):
+    """The line's current model changed while a promotion was being decided (another
+    person promoted or rolled back first); nothing was switched, the attempt is recorded."""
+
+
+class GateFailedError(LoupeError, RuntimeError):
+    """The gate refused a candidate; ``report`` holds every check (``report.checks``)."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+#: The name the promotion API promises (``except wb.GateFailed``).
+GateFailed = GateFailedError
+#: Short name of :class:`DeploymentConflictError`.
+DeploymentConflict = DeploymentConflictError
+
+
+class JobError(LoupeError, ValueError):
+    """A background job that cannot be submitted or cancelled as asked (unknown kind or job,
+    an argument a worker cannot take, a job that already ended or is being cancelled)."""
+
+
+__all__ = ["DatabaseUnavailableError", "DeploymentConflict", "DeploymentConflictError",
+           "DeploymentError", "GateFailed", "GateFailedError", "JobError", "LoupeError",
+           "ProjectError", "UnsafePathError"]

@@ -2,7 +2,9 @@
 
 ``ConfusionDrilldown``, ``SlicePerformance``, ``ModelCompare`` and ``EmbeddingMap`` draw a
 plotly chart over a :class:`~widgets.label.grid.LabelingGrid`; a click or a selection on the chart
-fills the grid, and a relabel in the grid redraws the chart from the store.
+fills the grid, and a relabel in the grid redraws the chart from the store. The grid's
+thumbnails open at full size in a :class:`~widgets._base.lightbox.Lightbox`
+(:func:`open_full_size`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from widgets._base import STATIC
+from widgets._base.lightbox import Lightbox, attach, grid_lightbox
 from widgets.label.grid import LabelingGrid
 
 CSS = STATIC / "charts.css"
@@ -25,6 +28,12 @@ def drill_grid(project: Any, *, annotator: str, thumb_size: int, page_size: int,
                         page_size=page_size, sample_ids=[])
     grid.title = hint
     return grid
+
+
+def open_full_size(box: widgets.Box, grid: LabelingGrid) -> Lightbox:
+    """Let ``grid``'s thumbnails (inside ``box``) open at full size: the tile's ⤢ button,
+    a double click or Enter on the focused tile; the lightbox goes last among the children."""
+    return attach(box, grid_lightbox(grid))
 
 
 def in_scope(frame: pd.DataFrame, scope: list[str] | None) -> pd.DataFrame:

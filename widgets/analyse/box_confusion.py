@@ -27,7 +27,8 @@ from PIL import UnidentifiedImageError
 import workbench as wb
 from widgets._base.drill import chart_style
 from widgets._base.heatmap import cell_hovertext, heatmap_figure
-from widgets._base.palette import color_of, label_colors
+from widgets._base.lightbox import Lightbox, attach, thumb_attributes
+from widgets._base.palette import UNLABELLED_COLOR, color_of, label_colors
 from widgets._base.source import annotator_name, resolve_source
 from widgets.label.box_issue_queue import boxed_image
 from workbench import ProjectError
@@ -82,7 +83,9 @@ class BoxConfusionDrilldown(widgets.VBox):
     figure : plotly.graph_objects.FigureWidget
         The heat map (trace 0); ``z`` holds :attr:`matrix`.
     gallery : ipywidgets.HTML
-        The thumbnails of the drilled cell.
+        The thumbnails of the drilled cell (a click or Enter opens one at full size, with
+        the same boxes, in :attr:`lightbox`).
+    lightbox : widgets._base.lightbox.Lightbox
     labeler : BoxLabeler or None
         The drilled cell's images, to correct their boxes.
     cell : tuple of (str, str) or None
@@ -124,6 +127,7 @@ class BoxConfusionDrilldown(widgets.VBox):
         self.gallery = widgets.HTML(
             '<div class="loupe-model-hint">Click a cell of the matrix to see its images</div>')
         self.labeler_box = widgets.VBox([])
+        self.lightbox = Lightbox()
         self.refresh()  # draw before wrapping: a FigureWidget's early changes are lost
         self.figure = go.FigureWidget(self.figure)
         self.figure.data[0].on_click(self._on_click)
@@ -133,6 +137,7 @@ class BoxConfusionDrilldown(widgets.VBox):
         self.add_class("loupe-model")
         self.add_class("loupe-confusion")
         self.add_class("loupe-box-confusion")
+        attach(self, self.lightbox)
 
     # -- public API --------------------------------------------------------------------
     @property
@@ -256,6 +261,7 @@ class BoxConfusionDrilldown(widgets.VBox):
         guessed = self._pred[self._pred["label"] == predicted].groupby("sample_id")
         given, guessed = dict(list(given)), dict(list(guessed))
         tiles = []
+        self.lightbox.clear()
         for sid in page:
             mine = given.get(sid, self._gt.iloc[:0])
             theirs = guessed.get(sid, self._pred.iloc[:0])
@@ -270,8 +276,7 @@ class BoxConfusionDrilldown(widgets.VBox):
             try:
                 uri = boxed_image(paths[sid], drawn, others=others, size=self.thumb_size,
                                   cache_dir=self.project.folder / "thumbnails")
-                image = (f'<img src="{uri}" alt="{escape_html(name)}" '
-                         f'title="{escape_html(name)}">')
+                image = f'<img src="{uri}" alt="{escape_html(name)}">'
             except (KeyError, OSError, UnidentifiedImageError, ValueError):
                 image = (f'<div class="loupe-drift-missing" style="width:{self.thumb_size}px;'
                          f'height:{self.thumb_size}px">?</div>')
@@ -279,9 +284,17 @@ class BoxConfusionDrilldown(widgets.VBox):
             n = int(counts.get(sid, 0))
             caption = f"{n} box{'es' if n != 1 else ''}" + (
                 f" · confidence {best:.2f}" if math.isfinite(best) else "")
+            if sid in paths:
+                grey = [{**dict(zip("xywh", b["bounding_box"], strict=True)),
+                         "color": UNLABELLED_COLOR} for b in others]
+                self.lightbox.register(sid, paths[sid], name=name, boxes=[*grey, *drawn],
+                                       caption=f"given {true} (solid) · predicted {predicted} "
+                                               f"(dashed) · {caption}")
+            opens = thumb_attributes(sid, name=name, caption=caption, size=self.thumb_size) \
+                if sid in paths else ""
             tiles.append(f'<figure class="loupe-drift-tile loupe-box-tile" data-sample-id='
-                         f'"{escape_html(sid)}">{image}<figcaption>{escape_html(name)}<br>'
-                         f"{escape_html(caption)}</figcaption></figure>")
+                         f'"{escape_html(sid)}" {opens}>{image}<figcaption>{escape_html(name)}'
+                         f"<br>{escape_html(caption)}</figcaption></figure>")
         kind = ("correct" if true == predicted else
                 "missed boxes" if predicted == BACKGROUND else
                 "detections without a given box" if true == BACKGROUND else

@@ -16,7 +16,7 @@ import ipywidgets as widgets
 import pandas as pd
 import plotly.graph_objects as go
 
-from widgets._base.drill import chart_style, drill_grid, in_scope
+from widgets._base.drill import chart_style, drill_grid, in_scope, open_full_size
 from widgets._base.palette import color_of, label_colors
 from widgets._base.source import resolve_source
 from workbench import ProjectError
@@ -134,6 +134,7 @@ class ModelCompare(widgets.VBox):
                                    self.grid])
         self.add_class("loupe-model")
         self.add_class("loupe-compare")
+        self.lightbox = open_full_size(self, self.grid)
 
     # -- public API --------------------------------------------------------------------
     @property

@@ -24,7 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 import workbench as wb
-from widgets._base.drill import chart_style, drill_grid, in_scope
+from widgets._base.drill import chart_style, drill_grid, in_scope, open_full_size
 from widgets._base.heatmap import cell_hovertext, heatmap_figure
 from widgets._base.palette import color_of, label_colors
 from widgets._base.source import is_detection_source, resolve_source
@@ -67,6 +67,8 @@ class ConfusionDrilldown(widgets.VBox):
         The heatmap (trace 0); ``z`` holds :attr:`matrix`.
     grid : widgets.label.grid.LabelingGrid
         The drilled-into samples.
+    lightbox : widgets._base.lightbox.Lightbox
+        Opens the grid's thumbnails at full size (⤢, double click or Enter).
     cell : tuple of (str, str) or None
         The (given, predicted) cell shown in the grid.
     """
@@ -106,6 +108,7 @@ class ConfusionDrilldown(widgets.VBox):
                                    self.grid])
         self.add_class("loupe-model")
         self.add_class("loupe-confusion")
+        self.lightbox = open_full_size(self, self.grid)
 
     # -- public API --------------------------------------------------------------------
     @property

@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import traitlets as t
 
 import workbench as wb
-from widgets._base.drill import chart_style, drill_grid
+from widgets._base.drill import chart_style, drill_grid, open_full_size
 from widgets._base.palette import UNLABELLED_COLOR, color_of, label_colors
 from widgets._base.source import resolve_source
 from workbench import ProjectError
@@ -48,7 +48,7 @@ _LEGEND_TITLES = {"label": "label", "issue": "label issues",
 
 
 #: What a projection method is called in a sentence.
-_METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP", "auto": "a 2-D projection"}
+_METHOD_NAMES = {"tsne": "t-SNE", "pca": "PCA", "umap": "UMAP"}
 
 
 class EmbeddingMap(widgets.VBox):
@@ -127,6 +127,7 @@ class EmbeddingMap(widgets.VBox):
         super().__init__(children=[style, self.header, self.color_by, self.figure, self.grid])
         self.add_class("loupe-model")
         self.add_class("loupe-embedding-map")
+        self.lightbox = open_full_size(self, self.grid)
 
     # -- public API --------------------------------------------------------------------
     def select(self, sample_ids: Sequence[str]) -> list[str]:
@@ -235,11 +236,13 @@ class EmbeddingMap(widgets.VBox):
         attrs = self.frame.attrs
         version = (f" · model {escape_html(self.version.name)}"
                    if self.version is not None else "")
+        projection = str(attrs.get("projection", attrs.get("method")))
+        chosen = " (chosen automatically)" if attrs.get("method") == "auto" else ""
         return (f'<div class="loupe-model-header"><h3>Embedding map</h3>'
                 f'<span class="loupe-model-sub">{len(self.frame)} images · '
-                f"{escape_html(_METHOD_NAMES.get(str(attrs.get('method')), 'a projection'))} "
+                f"{escape_html(_METHOD_NAMES.get(projection, 'A 2-D projection'))} "
                 f"of the {escape_html(attrs['backbone'])} embeddings at {attrs['image_size']} px"
-                f"{version}</span> "
+                f"{chosen}{version}</span> "
                 '<span class="loupe-model-hint">lasso or box-select points (or click one) to '
                 "review their images below</span></div>")
 

@@ -18,7 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 import workbench as wb
-from widgets._base.drill import chart_style, drill_grid, in_scope
+from widgets._base.drill import chart_style, drill_grid, in_scope, open_full_size
 from widgets._base.source import resolve_source
 from workbench import ProjectError
 from workbench import metrics as analysis
@@ -67,6 +67,8 @@ class SlicePerformance(widgets.VBox):
         One bar trace per field (and one for the pairs).
     grid : widgets.label.grid.LabelingGrid
         The errors of the drilled-into slice.
+    lightbox : widgets._base.lightbox.Lightbox
+        Opens the grid's thumbnails at full size (⤢, double click or Enter).
     slice : tuple of (tuple of str, tuple of str) or None
         Fields and values of the slice shown in the grid.
 
@@ -108,6 +110,7 @@ class SlicePerformance(widgets.VBox):
         super().__init__(children=[style, self.header, self.figure, self.grid])
         self.add_class("loupe-model")
         self.add_class("loupe-slices")
+        self.lightbox = open_full_size(self, self.grid)
 
     # -- public API --------------------------------------------------------------------
     @property

@@ -59,12 +59,13 @@ class AgreementReview(ReviewQueue):
         self.add_class("loupe-agreement-review")
 
     def _load_cards(self) -> list[dict]:
-        self.report = wb.agreement(self.project, self._version_arg, threshold=self.threshold)
+        rows = wb.open_disagreements(self.project, self._version_arg, threshold=self.threshold)
+        self.found = rows  # as wb.review_counts counts them
         frame = self.project.to_pandas().set_index("sample_id")
         self.title = (f"Annotator disagreements (agreement < {self.threshold:g}) — "
                       f"{self.project.name}")
         cards = []
-        for row in self.report.to_review().itertuples(index=False):
+        for row in rows.itertuples(index=False):
             agree = sum(label == row.consensus for label in row.labels)
             cards.append({
                 "sample_id": row.sample_id, "filepath": frame.at[row.sample_id, "filepath"],

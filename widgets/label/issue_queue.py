@@ -76,10 +76,9 @@ class IssueQueue(ReviewQueue):
         if version is None or isinstance(version, str):
             version = self.project.model(version)
         self.version = version
-        frame = wb.label_issues(self.project, version)
-        if self.only_issues:
-            frame = frame[frame["is_issue"]]
-        frame = frame.sort_values("rank", kind="stable")
+        frame = (wb.open_label_issues(self.project, version) if self.only_issues
+                 else wb.label_issues(self.project, version).sort_values("rank", kind="stable"))
+        self.found = frame  # the open issues, as wb.review_counts counts them
         noun = "label issues" if self.only_issues else "labels, worst first"
         self.title = f"{noun.capitalize()} of {version.name} — {self.project.name}"
         return [{"sample_id": row.sample_id, "filepath": row.filepath, "given": row.given,

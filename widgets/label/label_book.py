@@ -67,7 +67,8 @@ class LabelBook(widgets.VBox):
         ``.edited`` and ``.message`` (HTML).
     candidates : list of str
         Sample ids the "add selected" buttons add (set it, or :meth:`follow` a widget's
-        ``selected``).
+        ``selected``). The buttons appear once there is a selection to take: after
+        :meth:`follow`, or once ``candidates`` is set.
     suggestions : dict of str to list of str
         Per class, the suggestions shown.
     selected : list of str
@@ -96,6 +97,7 @@ class LabelBook(widgets.VBox):
         self.n_suggest = n_suggest
         self.cards: dict[str, _Card] = {}
         self.suggestions: dict[str, list[str]] = {}
+        self.has_selection_source = False
         self._paths: dict[str, str] = {}
         self._uris: dict[str, str] = {}
         self.header = widgets.HTML()
@@ -177,7 +179,9 @@ class LabelBook(widgets.VBox):
 
     def follow(self, widget: Any) -> None:
         """Take :attr:`candidates` from another widget's ``selected`` (a grid, the map)."""
+        self.has_selection_source = True
         t.dlink((widget, "selected"), (self, "candidates"))
+        self._on_candidates({})
 
     # -- helpers -----------------------------------------------------------------------
     def _card(self, label: str) -> _Card:
@@ -212,6 +216,7 @@ class LabelBook(widgets.VBox):
             f"defined · {len(self.selected)} canonical examples{last}</span></div>")
 
     def _on_candidates(self, _change: dict) -> None:
+        self.has_selection_source = self.has_selection_source or bool(self.candidates)
         for card in self.cards.values():
             card.update_candidates(len(self.candidates))
 
@@ -266,6 +271,7 @@ class _Card(widgets.VBox):
             self.suggest.on_click(lambda _b: self._guard(owner.suggest, label))
         self.suggestions = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self.message = widgets.HTML()
+        self.empty_hint = widgets.HTML()
         self.save.on_click(lambda _b: self._guard(owner.save_definition, label))
         self.add_selected.on_click(
             lambda _b: self._guard(owner.add_examples, label, list(owner.candidates)))
@@ -300,9 +306,7 @@ class _Card(widgets.VBox):
                                   stale="relabelled or deleted since chosen"
                                   if sid in stale else None)
                  for sid in row.examples]
-        self.examples.children = cells or [widgets.HTML(
-            '<span class="loupe-empty">no examples yet: select images and click '
-            "“add selected”</span>")]
+        self.examples.children = cells or [self.empty_hint]
 
     def show_suggestions(self, ids: list[str]) -> None:
         self.suggestions.children = [
@@ -311,8 +315,15 @@ class _Card(widgets.VBox):
             for sid in ids]
 
     def update_candidates(self, n: int) -> None:
+        """Show how many images are selected; no selection source: no button at all."""
         self.add_selected.description = f"add selected ({n})"
         self.add_selected.disabled = n == 0
+        self.add_selected.layout.display = "" if self.owner.has_selection_source else "none"
+        how = ("select images and click “add selected”" if self.owner.has_selection_source
+               else "click “suggest” for the model's most confident correct images"
+               if self.suggest is not None else "open the book with a model version to get "
+               "suggestions")
+        self.empty_hint.value = f'<span class="loupe-empty">no examples yet: {how}</span>'
 
     def note(self, text: str, *, error: bool = False) -> None:
         kind = "" if error else " loupe-ok"

@@ -29,6 +29,7 @@ from workbench.store.project import Project, ProjectError
 from workbench.train.backbones import DEFAULT_BACKBONE
 
 if TYPE_CHECKING:
+    from workbench.analyse.open_work import ReviewCounts
     from workbench.metrics.agreement import AgreementReport
     from workbench.train.versions import ModelVersion
 
@@ -184,17 +185,21 @@ def outliers(project: Project | str, *, k: int = 10, backbone: str = DEFAULT_BAC
     return scores
 
 
-def datasheet(project: Project | str, path: str | os.PathLike[str] | None = None) -> str:
+def datasheet(project: Project | str, path: str | os.PathLike[str] | None = None, *,
+              counts: ReviewCounts | None = None) -> str:
     """A Markdown dataset card of the project (Datasheets for Datasets sections), from what
     is stored: classes and counts, slices, sources, annotators and agreement, issues found
-    by earlier runs, model versions. Written to ``path`` too when given."""
+    by earlier runs, model versions. Written to ``path`` too when given.
+
+    ``counts`` (:func:`workbench.review_counts`) replaces the stored runs' label-issue and
+    agreement counts by the open review work as every dashboard shows it."""
     project = _open(project)
     frame = project.to_pandas()
     dataset = project.dataset
     labelled = frame[frame["label"].notna()]
-    counts = labelled["label"].value_counts()
+    per_class = labelled["label"].value_counts()
     class_counts = pd.DataFrame({"class": project.classes,
-                                 "n": [int(counts.get(c, 0)) for c in project.classes]})
+                                 "n": [int(per_class.get(c, 0)) for c in project.classes]})
     slices = {f: frame[f].fillna("(missing)").value_counts().rename_axis("value")
               .reset_index(name="n") for f in project.slice_fields}
     classes = project.classes
@@ -220,7 +225,7 @@ def datasheet(project: Project | str, path: str | os.PathLike[str] | None = None
              "n_samples": len(frame), "n_labelled": len(labelled),
              "class_counts": class_counts, "slices": slices, "sources": sources,
              "annotators": annotators_table, "agreement_alpha": alpha,
-             "issues": _issue_counts(dataset), "image_sizes": image_sizes,
+             "issues": _issue_counts(dataset, counts), "image_sizes": image_sizes,
              "versions": versions.drop(columns=["metrics", "parent"], errors="ignore")}
     text = analysis.render_datasheet(facts)
     if path is not None:
@@ -234,13 +239,20 @@ def _source(path: str, classes: list[str]) -> str:
     return str(folder.parent if folder.name in classes else folder)
 
 
-def _issue_counts(dataset: object) -> dict[str, int]:
-    """Counts from the newest stored runs (label issues, duplicates, outliers, review)."""
+def _issue_counts(dataset: object, review: ReviewCounts | None = None) -> dict[str, int]:
+    """Counts from the newest stored runs (label issues, duplicates, outliers, review), or
+    the open review work of ``review`` in place of the label-issue and agreement runs."""
     runs = store.analysis_runs(dataset)
     counts: dict[str, int] = {}
     issue_keys = sorted((k for k in runs if k.startswith("label_issues_")),
                         key=lambda k: runs[k]["time"])
-    if issue_keys:
+    if review is not None:
+        words = review.describe()
+        if review.label_issues is not None:
+            counts[words["label-issues"]] = review.label_issues
+        counts[words["disagreements"]] = review.disagreements
+        counts[words["disputed"]] = review.disputed
+    elif issue_keys:
         key = issue_keys[-1]
         counts[f"label issues ({key.removeprefix('label_issues_')})"] = int(
             dataset.count_values(f"{key}.is_issue").get(True, 0))
@@ -250,7 +262,7 @@ def _issue_counts(dataset: object) -> dict[str, int]:
             dataset.count_values("duplicates.conflicting").get(True, 0))
     if "outliers" in runs:
         counts["outliers"] = int(dataset.count_values("outliers.is_outlier").get(True, 0))
-    if "agreement" in runs:
+    if "agreement" in runs and review is None:
         counts["images below the agreement threshold"] = int(
             dataset.count_values("agreement.needs_review").get(True, 0))
     return counts

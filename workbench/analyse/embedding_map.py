@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.analyse.classification import resolve
-from workbench.metrics.projection import Method, project_2d
+from workbench.metrics.projection import MIN_TSNE_SAMPLES, Method, project_2d
 from workbench.store.coerce import as_project
 from workbench.store.project import Project, ProjectError
 from workbench.train.backbones import DEFAULT_BACKBONE
@@ -89,7 +89,8 @@ def embedding_map(project: Project | str, version: ModelVersion | str | None = N
         held-out prediction; None / NaN without a version or for a sample it did not hold
         out), ``correct`` (nullable boolean: NA where there is no prediction or no label),
         ``is_issue`` (from the stored run ``label_issues_<version>``; False without one),
-        then the project's slice fields. ``attrs`` records ``method``, ``seed``,
+        then the project's slice fields. ``attrs`` records ``method`` (as asked),
+        ``projection`` (what ran: ``"tsne"`` or ``"pca"``, also for ``"auto"``), ``seed``,
         ``version`` and the embedding settings.
 
     Raises
@@ -131,9 +132,17 @@ def embedding_map(project: Project | str, version: ModelVersion | str | None = N
     result["is_issue"] = issues
     for field in slices:
         result[field] = frame[field].to_numpy()
-    result.attrs.update(method=method, seed=seed, metric=METRIC,
+    result.attrs.update(method=method, projection=_projection(method, len(vectors)),
+                        seed=seed, metric=METRIC,
                         version=getattr(version, "name", None), **settings)
     return result
+
+
+def _projection(method: Method, n_samples: int) -> str:
+    """The method that ran: ``auto`` is t-SNE, or PCA below :data:`MIN_TSNE_SAMPLES`."""
+    if method != "auto":
+        return method
+    return "pca" if n_samples < MIN_TSNE_SAMPLES else "tsne"
 
 
 def _vectors(project: Project, ids: list[str], settings: dict[str, Any], *,

@@ -15,6 +15,7 @@ one ``inspector`` whose boxes hold a few planted mistakes (shifted, dropped, wro
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from workbench.config import fiftyone
-from workbench.demo.render import CLASSES, render_casing_with_boxes
+from workbench.demo.render import CLASSES, render_casing, render_casing_with_boxes
 from workbench.store import box_records
 from workbench.store.labels import now
 from workbench.store.project import Project
@@ -47,6 +48,9 @@ INSPECTOR = "inspector"
 BOX_MISTAKE_SHARE = 0.08
 #: Kinds of planted box mistakes (``demo_mistake`` of a detection demo project).
 BOX_MISTAKES = ("shifted_box", "dropped_box", "wrong_class")
+#: Images in the demo's inbox batch, and how much darker than dim light they are.
+INBOX_IMAGES = 20
+NIGHT_BRIGHTNESS = 0.55
 
 
 def demo_table(*, n_per_class: int = 40, seed: int = 0, duplicates: int = 0) -> pd.DataFrame:
@@ -114,6 +118,32 @@ def write_demo_images_with_boxes(folder: Path, table: pd.DataFrame, *, seed: int
         paths.append(path)
         boxes.append(truth)
     return paths, boxes
+
+
+def write_demo_inbox(project: Project, *, n: int = INBOX_IMAGES, seed: int = 0,
+                     size: int = 128, day: date | None = None) -> Path:
+    """Put one batch of new images in the project's inbox: ``inbox/night-<day>/``.
+
+    A night shift: every image in dim light, then darkened further (x
+    :data:`NIGHT_BRIGHTNESS`), so a drift check on it finds drift. The classes come in
+    turn. An existing batch of that day is left as it is. Returns the batch's folder.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive number of images, got {n!r}")
+    folder = project.folder / "inbox" / f"night-{(day or date.today()).isoformat()}"
+    if folder.is_dir() and any(folder.iterdir()):
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 22])
+    for index in range(n):
+        label = CLASSES[index % len(CLASSES)]
+        pixels = render_casing(rng, label, lighting="dim", line=LINES[index % len(LINES)],
+                               camera=CAMERAS[index % len(CAMERAS)], size=size)
+        night = (pixels.astype(np.float32) * NIGHT_BRIGHTNESS).round().astype(np.uint8)
+        partial = folder / f".{index:03d}.png.partial"
+        Image.fromarray(night).save(partial, format="PNG")
+        partial.replace(folder / f"night_{index:03d}.png")
+    return folder
 
 
 def plant_box_mistakes(truth: list[list[dict]], *, seed: int = 0,

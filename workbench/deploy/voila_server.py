@@ -21,27 +21,36 @@ What it adds to ``voila``:
 * **Token from the environment**: ``JUPYTER_TOKEN`` is read and removed from the
   environment at start (kernels do not inherit it); a server bound to a non-loopback
   address refuses to start without one.
+* **No "Unsatisfied version" console warnings** (:class:`CoreRangeExtensionHandler`): the
+  front-end extensions are built against newer JupyterLab packages than Voila's page
+  provides, see the class.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import os
+import re
 import time
 from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import voila.app as voila_app
 from jupyter_core.utils import ensure_async
 from jupyter_server._tz import utcnow
+from jupyter_server.base.handlers import FileFindHandler
 from tornado import web
 from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 from voila.tornado.handler import TornadoVoilaHandler
+from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
+from workbench.deploy.landing import project_states
 from workbench.errors import LoupeError
 
 #: Environment variable carrying the access token into the server process.
@@ -266,6 +275,21 @@ class BoundedPageHandler(TornadoVoilaHandler):
             self.finish(BUSY_PAGE.format(in_use=busy.in_use))
 
 
+class LandingHandler(TornadoVoilaTreeHandler):
+    """Voila's landing page with ``loupe_projects``: each project's last drift check and the
+    deployment each line runs, read from the project folders at every visit."""
+
+    @property
+    def template_namespace(self) -> dict[str, Any]:
+        namespace = super().template_namespace
+        try:
+            namespace["loupe_projects"] = project_states(os.environ.get("LOUPE_PROJECT"))
+        except OSError as error:  # an unreadable home must not take the links down
+            self.log.warning("landing page: cannot read the project folders (%s)", error)
+            namespace["loupe_projects"] = []
+        return namespace
+
+
 def _drop_token(request: Any) -> None:
     """Remove ``token=`` from an authenticated request's URL, so that neither the kernel's
     environment (``QUERY_STRING``, ``VOILA_REQUEST_URL``) nor the page's request info
@@ -323,10 +347,69 @@ class LoupeVoila(voila_app.Voila):
         for pattern, handler, *rest in super().init_handlers():
             if handler is TornadoVoilaHandler:
                 handler = BoundedPageHandler
+            elif handler is TornadoVoilaTreeHandler:
+                handler = LandingHandler
+            elif handler is FileFindHandler and pattern.endswith("/voila/labextensions/(.*)"):
+                handler = CoreRangeExtensionHandler
             if handler not in guarded:
                 guarded[handler] = type(f"Guarded{handler.__name__}", (HostGuard, handler), {})
             handlers.append((pattern, guarded[handler], *rest))
         return handlers
+
+
+#: A shared-module requirement on a JupyterLab or Lumino core package in a webpack
+#: ``remoteEntry``: ``shareKey:"@jupyterlab/services",…,requiredVersion:"^7.6.2"`` or
+#: ``"@jupyterlab/statedb",!1,[1,4,5,10]`` (the compiled form of ``^4.5.10``).
+_CORE_STRING_RANGE = re.compile(
+    rb'(shareKey:"@(?:jupyterlab|lumino)/[^"]+",[^{}]*?requiredVersion:"\^)([1-9]\d*)'
+    rb'\.\d+\.\d+(")')
+_CORE_ARRAY_RANGE = re.compile(rb'("@(?:jupyterlab|lumino)/[^"]+",!?[01],\[1,)([1-9]\d*),'
+                               rb'\d+,\d+\]')
+
+
+def widen_core_ranges(script: bytes) -> bytes:
+    """``script`` (a webpack ``remoteEntry``) with each caret range required of a JupyterLab
+    or Lumino package widened to its major version: ``^4.6.2`` becomes ``^4.0.0``."""
+    script = _CORE_STRING_RANGE.sub(rb"\g<1>\g<2>.0.0\g<3>", script)
+    return _CORE_ARRAY_RANGE.sub(rb"\g<1>\g<2>,0,0]", script)
+
+
+@functools.lru_cache(maxsize=32)
+def _widened(path: str, mtime_ns: int) -> bytes:
+    return widen_core_ranges(Path(path).read_bytes())
+
+
+def _is_remote_entry(path: str) -> bool:
+    name = Path(path).name
+    return name.startswith("remoteEntry.") and name.endswith(".js")
+
+
+class CoreRangeExtensionHandler(FileFindHandler):
+    """Voila's labextension file handler, serving each ``remoteEntry`` with its JupyterLab
+    and Lumino requirements widened to the major version.
+
+    Why: JupyterLab's extension builder writes the builder's own version into every
+    extension as the range it requires of the core packages (jupyterlab_widgets 3.0.17
+    asks ``^4.6.2`` of ``@jupyterlab/services`` etc. although its package.json says
+    ``^4.0.0``; Voila 0.5.13's own widgets manager asks ``^4.5.10``), while Voila 0.5.13's
+    page provides JupyterLab 4.2.5's. Webpack then uses the page's copy anyway (they are
+    singletons) and logs one "Unsatisfied version" warning per package: 13-14 per page. The
+    ranges widened to the major version (what the extensions' package.json files declare)
+    give the same modules and no warning. Other files are served as they are.
+    """
+
+    @classmethod
+    def get_content(cls, abspath: str, start: int | None = None,
+                    end: int | None = None) -> Any:
+        if not _is_remote_entry(abspath):
+            return super().get_content(abspath, start, end)
+        return _widened(abspath, Path(abspath).stat().st_mtime_ns)[start:end]
+
+    def get_content_size(self) -> int:
+        if not _is_remote_entry(self.absolute_path):
+            return super().get_content_size()
+        return len(_widened(self.absolute_path,
+                            Path(self.absolute_path).stat().st_mtime_ns))
 
 
 def _is_loopback(ip: str) -> bool:

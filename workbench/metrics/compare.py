@@ -198,15 +198,25 @@ def class_comparison(compared: pd.DataFrame, *, classes: Sequence[str],
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
-def _scores(given: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
-    """(3, k + 1): precision, recall, F1 per class and their macro mean (0 where undefined)."""
+def per_class_scores(given: np.ndarray, predicted: np.ndarray, k: int, *,
+                     absent: float = 0.0) -> tuple[np.ndarray, ...]:
+    """Precision, recall, F1 and support of each of ``k`` classes (class indices; a
+    prediction below 0 is no class). Precision and F1 are 0 where undefined; the recall of a
+    class with no image is ``absent`` (NaN keeps it out of a mean)."""
     right = given == predicted
     support = np.bincount(given, minlength=k).astype(float)
     hits = np.bincount(given[right], minlength=k).astype(float)
     called = np.bincount(predicted[predicted >= 0], minlength=k)[:k].astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(called > 0, hits / called, 0.0)
-        recall = np.where(support > 0, hits / support, 0.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        recall = np.where(support > 0, hits / support, absent)
+        f1 = np.where(precision + np.nan_to_num(recall) > 0,
+                      2 * precision * recall / (precision + recall), 0.0)
+    return precision, recall, f1, support
+
+
+def _scores(given: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    """(3, k + 1): precision, recall, F1 per class and their macro mean (0 where undefined)."""
+    precision, recall, f1, _ = per_class_scores(given, predicted, k)
     per = np.stack([precision, recall, f1])
     return np.concatenate([per, per.mean(axis=1, keepdims=True)], axis=1)

@@ -21,9 +21,15 @@ def folder(project: Project) -> Path:
 def history(project: Project) -> pd.DataFrame:
     """Every stored drift check of a project, oldest first: check_id, time, version,
     batch, n_images, n_outliers, drifted, p_value, statistic, alpha, method, summary."""
+    return history_in(folder(project))
+
+
+def history_in(drift_folder: Path) -> pd.DataFrame:
+    """:func:`history` read from a project's ``drift`` folder alone (no database): what a
+    server without FiftyOne, such as the landing page's, can read."""
     columns = ["check_id", "time", "version", "batch", "n_images", "n_outliers", "drifted",
                "p_value", "statistic", "alpha", "method", "summary"]
-    path = folder(project) / "checks.jsonl"
+    path = drift_folder / "checks.jsonl"
     rows = []
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -36,4 +42,4 @@ def history(project: Project) -> pd.DataFrame:
     return frame
 
 
-__all__ = ["folder", "history"]
+__all__ = ["folder", "history", "history_in"]

@@ -12,10 +12,13 @@ from workbench.config import projects_dir
 from workbench.errors import ProjectError
 from workbench.store import _db as store
 from workbench.store import box_records
+from workbench.store.eval_sets import EvalSets
 from workbench.store.ingest.scan import (
+    BATCH_FIELD,
     Candidate,
     ImportReport,
     Layout,
+    check_batch,
     read_label_csv,
     read_metadata_csv,
     scan_folder,
@@ -40,11 +43,13 @@ if TYPE_CHECKING:
 TASKS = ("classification", "detection")
 
 
-class Project:
+class Project(EvalSets):
     """A named inspection project.
 
     Create one with :meth:`create`, reopen it with :meth:`open`. The FiftyOne dataset is
-    :attr:`dataset`; thumbnails, checkpoints and exports go in :attr:`folder`.
+    :attr:`dataset`; thumbnails, checkpoints and exports go in :attr:`folder`. The frozen
+    evaluation and golden sets: :meth:`freeze_eval`, :meth:`golden` (from
+    :class:`~workbench.store.eval_sets.EvalSets`).
     """
 
     def __init__(self, dataset: fo.Dataset) -> None:
@@ -376,7 +381,8 @@ class Project:
     def import_folder(self, path: str | Path, layout: Layout = "class_folders",
                       annotator: str = "import", metadata_csv: str | Path | None = None, *,
                       follow_symlinks: bool = False, exclude: Sequence[str] = (),
-                      thorough: bool = False, progress: bool = True) -> ImportReport:
+                      thorough: bool = False, progress: bool = True,
+                      batch: str | None = None) -> ImportReport:
         """Import the images under a folder.
 
         Parameters
@@ -400,12 +406,17 @@ class Project:
             checksums and end markers, which catches files cut short.
         progress : bool
             Show a progress bar.
+        batch : str, optional
+            Tag every new sample with this ``batch`` field (e.g. the inbox folder's name,
+            see :func:`workbench.store.inbox.inbox_batches`); images already stored keep
+            theirs.
 
         Returns
         -------
         ImportReport
             ``added``, ``duplicates``, ``rejected`` (path, reason), ``converted``.
         """
+        batch = check_batch(batch)
         fields_by_name, columns = ({}, [])
         if metadata_csv is not None:
             fields_by_name, columns = read_metadata_csv(Path(metadata_csv))
@@ -413,6 +424,10 @@ class Project:
                                            follow_symlinks=follow_symlinks, exclude=exclude)
         for cand in candidates:
             cand.fields.update(fields_by_name.get(cand.path.name, {}))
+            if batch is not None:
+                cand.fields[BATCH_FIELD] = batch
+        if batch is not None and candidates:
+            store.ensure_slice_fields(self._dataset, [BATCH_FIELD])
         return self._import(candidates, rejected, columns, thorough=thorough,
                             progress=progress)
 

@@ -6,6 +6,9 @@ unchanged file is read once and then served from the cache. Cache files are writ
 atomically (a temporary file in the same folder, then :func:`os.replace`), so a reader in
 another process (a second Voila kernel) never sees half a JPEG.
 
+:func:`full_image` reads one image for a full-size view (the lightbox of the widgets): the
+file as stored when a browser can show it, else upright and capped at 2048 px, never cached.
+
 Pure core: no widget or display imports; the widgets turn the bytes into ``<img>`` tags.
 """
 
@@ -18,6 +21,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps
@@ -244,3 +248,95 @@ def _write_atomically(target: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+#: Longest side of a full-size view sent to a browser; larger images are scaled down.
+FULL_SIZE_CAP = 2048
+#: Formats every browser shows, sent as they are when no scaling or rotation is needed.
+_BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
+                    "WEBP": "image/webp"}
+_BROWSER_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}
+
+
+@dataclass(frozen=True)
+class FullImage:
+    """An image as sent to a browser at full resolution (or scaled to the cap).
+
+    ``data`` is the encoded file (``mime``); ``width`` x ``height`` is what it shows,
+    ``original_width`` x ``original_height`` the file's own size (after EXIF rotation).
+    """
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+
+    @property
+    def data_uri(self) -> str:
+        """``data:<mime>;base64,…``, ready for an ``<img src>``."""
+        return f"data:{self.mime};base64," + base64.b64encode(self.data).decode("ascii")
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the image was scaled down to the cap."""
+        return (self.width, self.height) != (self.original_width, self.original_height)
+
+
+def full_image(path: str | Path, *, max_side: int = FULL_SIZE_CAP) -> FullImage:
+    """Read an image for a full-size view: the file's own bytes when a browser can show
+    them as they are, else decoded, rotated upright, scaled to ``max_side`` on the long side
+    and re-encoded (JPEG stays JPEG at quality 95, anything else becomes lossless PNG).
+
+    Parameters
+    ----------
+    path : str or Path
+        The image file.
+    max_side : int, default FULL_SIZE_CAP
+        Longest side sent, in pixels (1 to 16384); larger images are scaled down.
+
+    Raises
+    ------
+    ValueError
+        If ``max_side`` is not an integer from 1 to 16384.
+    FileNotFoundError
+        If ``path`` does not exist.
+    PIL.UnidentifiedImageError
+        If ``path`` is not an image Pillow can read.
+    """
+    if isinstance(max_side, bool) or not isinstance(max_side, int) \
+            or not 1 <= max_side <= 16384:
+        raise ValueError(f"full_image: max_side must be an integer from 1 to 16384 pixels, "
+                         f"got {max_side!r}")
+    source = Path(path).expanduser().absolute()
+    try:
+        raw = source.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cannot open image {str(source)!r}: it does not exist (was "
+                                "it moved or deleted after import?)") from None
+    with Image.open(io.BytesIO(raw)) as image:
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        fmt, mode = image.format, image.mode
+        if orientation != 1:
+            image = ImageOps.exif_transpose(image)
+        width, height = image.size
+        if max(width, height) <= max_side and orientation == 1 and fmt in _BROWSER_FORMATS \
+                and mode in _BROWSER_MODES:
+            return FullImage(raw, _BROWSER_FORMATS[fmt], width, height, width, height)
+        image = to_native_mode(image)
+        if max(width, height) > max_side:
+            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        if fmt == "JPEG":
+            image.save(buffer, format="JPEG", quality=95)
+            mime = "image/jpeg"
+        else:
+            image.save(buffer, format="PNG")
+            mime = "image/png"
+        return FullImage(buffer.getvalue(), mime, image.width, image.height, width, height)
+
+
+def full_size_data_uri(path: str | Path, *, max_side: int = FULL_SIZE_CAP) -> str:
+    """:func:`full_image` as a data URI."""
+    return full_image(path, max_side=max_side).data_uri

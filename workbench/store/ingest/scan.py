@@ -71,6 +71,23 @@ class ImportReport:
         return f"ImportReport({self.summary()})"
 
 
+#: Field naming the batch an image came in with (``import_folder(..., batch=)``).
+BATCH_FIELD = "batch"
+#: Longest batch name kept.
+MAX_BATCH_LENGTH = 200
+
+
+def check_batch(batch: object) -> str | None:
+    """``batch`` as stored (stripped), None for None; a clear error for anything else."""
+    if batch is None:
+        return None
+    if not isinstance(batch, str) or not batch.strip() or _has_control(batch) \
+            or len(batch.strip()) > MAX_BATCH_LENGTH:
+        raise ValueError(f"batch must be a short non-empty name without control characters "
+                         f"(e.g. batch='night-2026-11-26'), got {batch!r}")
+    return batch.strip()
+
+
 def display_path(path: Path | str) -> str:
     """A path as text that any store can hold: bytes that are not UTF-8 become ``\\xNN``."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -266,7 +266,11 @@ class _Run:
                             f"{type(project).__name__}.")
         if self.view is not None and getattr(self.view, "dataset_name", None) != project.name:
             raise ValueError(f"view must be a view of project {project.name!r}'s dataset.")
-        samples = store.labelled_samples(project.dataset if self.view is None else self.view)
+        from workbench.store.eval_sets import exclude_held_back
+
+        # the frozen evaluation and golden images are never trained on (the gate scores them)
+        samples = store.labelled_samples(exclude_held_back(
+            project, project.dataset if self.view is None else self.view))
         real = [label for label, fake in zip(samples["label"], samples["synthetic"], strict=True)
                 if not fake]
         counts = pd.Series(real, dtype=object).value_counts()

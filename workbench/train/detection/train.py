@@ -349,9 +349,11 @@ class _DetectionRun:
 
     def _read(self) -> None:
         from workbench.store._db import SYNTHETIC_TAG
+        from workbench.store.eval_sets import exclude_held_back
 
         collection = self.project.dataset if self.view is None else self.view
-        labelled = collection.exists("ground_truth")
+        # the frozen evaluation and golden images are never trained on (the gate scores them)
+        labelled = exclude_held_back(self.project, collection).exists("ground_truth")
         ids, paths, hashes, tags, labels, boxes = labelled.values(
             ["id", "filepath", "content_hash", "tags", "ground_truth.detections.label",
              "ground_truth.detections.bounding_box"])
