@@ -110,10 +110,10 @@ def test_landing_page_links_the_dashboards_offline(dashboard_project, server, br
     page.goto(url, wait_until="load")
     links = page.eval_on_selector_all(
         "a.loupe-dashboard-link", "els => els.map(a => a.getAttribute('data-notebook'))")
-    assert links == ["review.ipynb", "report.ipynb", "main.ipynb"]
+    assert links == ["review.ipynb", "report.ipynb", "main.ipynb", "line.ipynb"]
     titles = page.eval_on_selector_all("a.loupe-dashboard-link .name",
                                        "els => els.map(e => e.textContent.trim())")
-    assert titles == ["Review", "Model report", "Workbench"]
+    assert titles == ["Review", "Model report", "Workbench", "Line console"]
     assert "Loupe dashboards" in page.inner_text("body")
     # The served project comes first, with its last drift check (the fixture's) in words.
     first = page.locator(".loupe-project").first

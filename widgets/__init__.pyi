@@ -19,6 +19,7 @@ from .label.box_labeler import BoxLabeler
 from .label.grid import LabelingGrid
 from .label.issue_queue import IssueQueue
 from .label.label_book import LabelBook
+from .line.console import LineConsole
 from .monitor.drift_banner import DriftBanner
 from .monitor.drift_monitor import DriftMonitor
 from .overview import ProjectOverview
@@ -35,6 +36,7 @@ __all__ = [
     "IssueQueue",
     "LabelBook",
     "LabelingGrid",
+    "LineConsole",
     "ModelCompare",
     "ProjectOverview",
     "RememberedName",

@@ -56,6 +56,9 @@ from .improve.synthesize import (
     synthetic_recipes,
     veto_synthetic,
 )
+from .line import LineStatus, changed_verdicts, line_status, line_timeline, retrain_arguments
+from .line.intake import IntakeReport, import_batch
+from .line.uploads import UploadRejectedError, save_uploads
 from .monitor.drift import DriftReport, drift, drift_history, load_check
 from .store.coerce import as_project, as_version, require_task
 from .store.inbox import inbox_batch, inbox_batches
@@ -84,7 +87,9 @@ __all__ = [
     "GateReport",
     "ImportReport",
     "Improvement",
+    "IntakeReport",
     "LabelSuggestion",
+    "LineStatus",
     "LoupeError",
     "ModelVersion",
     "Project",
@@ -96,11 +101,13 @@ __all__ = [
     "TrainingCancelled",
     "UnsafePathError",
     "UnusableStateWarning",
+    "UploadRejectedError",
     "add_example",
     "agreement",
     "as_project",
     "as_version",
     "book_history",
+    "changed_verdicts",
     "class_deltas",
     "class_report",
     "compare",
@@ -122,12 +129,15 @@ __all__ = [
     "embedding_map",
     "export",
     "gate",
+    "import_batch",
     "improve_class",
     "inbox_batch",
     "inbox_batches",
     "jobs",
     "label_book",
     "label_issues",
+    "line_status",
+    "line_timeline",
     "list_projects",
     "load_check",
     "near_duplicates",
@@ -138,9 +148,11 @@ __all__ = [
     "promote",
     "remove_example",
     "require_task",
+    "retrain_arguments",
     "review_counts",
     "review_curve",
     "rollback",
+    "save_uploads",
     "slice_report",
     "suggest_examples",
     "suggest_labels",

@@ -64,8 +64,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         project = create_demo_project(args.project, overwrite=True, progress=True)
         _say(f"built {project!r}", flush=True)
     _demo_inbox(args.project)
-    if not args.no_train:
-        _first_version(args.project)
+    _demo_line(args.project, train=not args.no_train)
     if args.no_serve:
         return 0
     return serve_dashboard(port=args.port, project=args.project, preheat=not args.no_preheat,
@@ -85,19 +84,26 @@ def _demo_inbox(name: str) -> None:
         _say(f"a batch of new images waits in the inbox: {folder}", flush=True)
 
 
-def _first_version(name: str) -> None:
-    """Train a quick first model version (a probe, 5 folds, 128 px) if there is none, so the
-    dashboard's analysis tabs have something to show."""
+def _demo_line(name: str, *, train: bool = True) -> None:
+    """Set the demo's frozen and golden sets aside and, with ``train``, train a quick first
+    version (a probe, 5 folds, 128 px) and promote it to line A, each step once, so the
+    analysis tabs and the line console have something to show (docs/line.md)."""
+    from workbench.demo.line_story import DEMO_LINE, prepare_line, set_aside
+    from workbench.deploy.deployments import current_deployment
     from workbench.store.project import Project
-    from workbench.train.classification.train import train
 
     project = Project.open(name)
-    if project.models().empty:
-        _say("training a first model version (probe on frozen embeddings, 5 folds) …",
-              flush=True)
-        version = train(project, mode="probe", folds=5, image_size=128, progress=True)
-        _say(f"trained {version.name}: out-of-fold accuracy "
-              f"{version.metrics['accuracy']:.1%}", flush=True)
+    if not train:
+        set_aside(project)
+        return
+    if current_deployment(project, line=DEMO_LINE) is None:
+        _say(f"setting the exam sets aside, training a first model version (probe on frozen "
+             f"embeddings, 5 folds) and promoting it to line {DEMO_LINE} …", flush=True)
+    deployment = prepare_line(project, progress=True)
+    version = project.model(deployment.version)
+    _say(f"line {DEMO_LINE} runs {version.name} (out-of-fold accuracy "
+         f"{version.metrics['accuracy']:.1%}; frozen set {len(project.eval_ids())} images, "
+         f"golden set {len(project.golden())})", flush=True)
 
 
 def serve_dashboard(*, port: int, project: str, preheat: bool = True, ip: str = "127.0.0.1",
@@ -410,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rebuild", action="store_true", help="regenerate the demo project")
     demo.add_argument("--no-serve", action="store_true", help="only build the project")
     demo.add_argument("--no-train", action="store_true",
-                      help="do not train a first model version for the analysis tabs")
+                      help="do not train (and promote to line A) a first model version")
     demo.add_argument("--no-preheat", action="store_true",
                       help="start a kernel per page instead of keeping preheated ones ready")
     _add_kernel_options(demo)

@@ -51,6 +51,8 @@ BOX_MISTAKES = ("shifted_box", "dropped_box", "wrong_class")
 #: Images in the demo's inbox batch, and how much darker than dim light they are.
 INBOX_IMAGES = 20
 NIGHT_BRIGHTNESS = 0.55
+#: Ending of the file beside an inbox batch's folder that holds its true labels.
+TRUTH_SUFFIX = ".truth.csv"
 
 
 def demo_table(*, n_per_class: int = 40, seed: int = 0, duplicates: int = 0) -> pd.DataFrame:
@@ -126,7 +128,10 @@ def write_demo_inbox(project: Project, *, n: int = INBOX_IMAGES, seed: int = 0,
 
     A night shift: every image in dim light, then darkened further (x
     :data:`NIGHT_BRIGHTNESS`), so a drift check on it finds drift. The classes come in
-    turn. An existing batch of that day is left as it is. Returns the batch's folder.
+    turn; their true labels are kept beside the batch's folder, in
+    :func:`truth_file` (``inbox/night-<day>.truth.csv``: ``filename,label``), where no
+    import or drift check sees them (for benchmarks: how well a model does on the night).
+    An existing batch of that day is left as it is. Returns the batch's folder.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive number of images, got {n!r}")
@@ -135,6 +140,7 @@ def write_demo_inbox(project: Project, *, n: int = INBOX_IMAGES, seed: int = 0,
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 22])
+    truth = []
     for index in range(n):
         label = CLASSES[index % len(CLASSES)]
         pixels = render_casing(rng, label, lighting="dim", line=LINES[index % len(LINES)],
@@ -143,7 +149,17 @@ def write_demo_inbox(project: Project, *, n: int = INBOX_IMAGES, seed: int = 0,
         partial = folder / f".{index:03d}.png.partial"
         Image.fromarray(night).save(partial, format="PNG")
         partial.replace(folder / f"night_{index:03d}.png")
+        truth.append({"filename": f"night_{index:03d}.png", "label": label})
+    target = truth_file(folder)
+    partial = target.with_name(f".{target.name}.partial")
+    pd.DataFrame(truth).to_csv(partial, index=False)
+    partial.replace(target)
     return folder
+
+
+def truth_file(batch_folder: Path) -> Path:
+    """The true labels of a demo inbox batch: ``<batch folder>.truth.csv``, beside it."""
+    return batch_folder.with_name(batch_folder.name + TRUTH_SUFFIX)
 
 
 def plant_box_mistakes(truth: list[list[dict]], *, seed: int = 0,

@@ -52,7 +52,8 @@ NEVER_USED_EXTENSIONS: tuple[str, ...] = ("@voila-dashboards/jupyterlab-preview"
 DEFAULT_PORT = 8866
 #: Preheated kernels kept ready per dashboard: two inspectors may open the review app at
 #: once; the main workbench builds every widget, so it is rendered on demand.
-DEFAULT_POOLS: Mapping[str, int] = {"review.ipynb": 2, "report.ipynb": 1}
+DEFAULT_POOLS: Mapping[str, int] = {"review.ipynb": 2, "report.ipynb": 1,
+                                    "line.ipynb": 1}
 #: Seconds between a page taking a preheated kernel and the pool starting its replacement
 #: (Voila waits 1 s): a new kernel imports torch and FiftyOne on the same cores the page is
 #: loading on, so it waits until the page has opened. The second kernel of a pool covers a

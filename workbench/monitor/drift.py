@@ -158,7 +158,8 @@ class DriftReport:
 @renamed(store="write")
 def drift(project: Project | str, version: ModelVersion | str | None, batch: Any, *,
           alpha: float = DEFAULT_ALPHA, n_permutations: int = 1000, seed: int = 0,
-          write: bool = True, progress: bool = False) -> DriftReport:
+          write: bool = True, batch_name: str | None = None,
+          progress: bool = False) -> DriftReport:
     """Check whether a batch of new images has drifted from a version's training images.
 
     Parameters
@@ -176,6 +177,9 @@ def drift(project: Project | str, version: ModelVersion | str | None, batch: Any
         The permutations; a check is reproducible.
     write : bool, default True
         Append the check to the project's drift history (``p.drift_history()``).
+    batch_name : str, optional
+        The batch's name in the report and the history (``batch``: e.g. the import's
+        batch name); default: the folder, list or view, described.
     progress : bool, default False
 
     Returns
@@ -192,6 +196,8 @@ def drift(project: Project | str, version: ModelVersion | str | None, batch: Any
         raise ValueError(f"alpha must be between 0 and 1 (a false-alarm rate), got {alpha!r}")
     project, version = resolve(project, version)
     paths, rejected, description = _batch_files(batch)
+    if batch_name is not None:
+        description = batch_name
     if not paths and not rejected:
         raise ValueError(f"the batch {description} is empty: no image files to check")
     measured = [_measure(path) for path in paths]

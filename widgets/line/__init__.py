@@ -1,0 +1,1 @@
+"""The line console: status, new batch, retrain, compare and promote, timeline."""
