@@ -48,10 +48,15 @@ def test_check_and_import_the_chosen_inbox_batch(line):
     assert monitor.chart.layout.display != "none" and monitor.empty_note.layout.display == "none"
     assert monitor.detail.value.count("<img") == 4
 
-    n_before = len(project)
+    n_before, checks_before = len(project), len(project.drift_history())
     monitor.import_button.click()
     assert "10 image(s) added" in monitor.message.value and "0 rejected" in monitor.message.value
     assert len(project) == n_before + 10
+    # The import checked the batch for drift too, stored it and shows it.
+    history = project.drift_history()
+    assert len(history) == checks_before + 1 and history["batch"].iloc[-1] == "night-2026-11-26"
+    assert monitor.check.check_id == history["check_id"].iloc[-1]
+    assert "Drift check against" in monitor.message.value
     tagged = project.dataset.match({"batch": "night-2026-11-26"})
     assert tagged.count() == 10 and set(tagged.values("ground_truth")) == {None}
     monitor.import_button.click()  # again: every image is already stored

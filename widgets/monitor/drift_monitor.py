@@ -230,9 +230,10 @@ class DriftMonitor(widgets.VBox):
         path = self._chosen()
         return None if path is None else self.run(path)
 
-    def import_batch(self) -> wb.ImportReport | None:
-        """Import the chosen inbox batch (unlabelled, ``batch`` = its folder name), under
-        the widget's name; the message says how many images were added and rejected."""
+    def import_batch(self) -> wb.IntakeReport | None:
+        """Import the chosen inbox batch (unlabelled, ``batch`` = its folder name) under the
+        widget's name with :func:`workbench.import_batch`, which also checks it for drift
+        against what the line runs; the message says what was added, rejected and found."""
         try:
             name = require_annotator(self.annotator, "DriftMonitor")
         except ValueError as error:
@@ -245,19 +246,27 @@ class DriftMonitor(widgets.VBox):
         batch = path.name
         self.message.value = f"Importing {escape_html(batch)} …"
         try:
-            report = self.project.import_folder(path, layout="unlabeled", annotator=name,
-                                                batch=batch, progress=False)
+            report = wb.import_batch(self.project, path, batch=batch, annotator=name)
         except (ValueError, OSError) as error:
             self.message.value = (f'<span class="loupe-worse">Not imported:</span> '
                                   f"{escape_html(str(error))}")
             return None
-        why = "; ".join(f"{Path(p).name}: {reason}" for p, reason in report.rejected[:3])
+        imported = report.imported
+        why = "; ".join(f"{Path(p).name}: {reason}" for p, reason in imported.rejected[:3])
+        if report.drift is not None:
+            self.refresh()
+            self.show(report.drift.check_id)
+            checked = (f" Drift check against {escape_html(report.reference)}: "
+                       f"{escape_html(report.drift.summary())}")
+        else:
+            checked = f" No drift check: {escape_html(report.drift_skipped or '')}"
         self.message.value = (
             f"Imported <b>{escape_html(batch)}</b> as {escape_html(name)}: "
-            f"{len(report.added)} image(s) added, {len(report.duplicates)} already stored, "
-            f"{len(report.rejected)} rejected" + (f" ({escape_html(why)})" if why else "")
-            + f'. <span class="loupe-model-hint">find them with the field batch = '
-              f"{escape_html(batch)}</span>")
+            f"{len(imported.added)} image(s) added, {len(imported.duplicates)} already stored, "
+            f"{len(imported.rejected)} rejected" + (f" ({escape_html(why)})" if why else "")
+            + f".{checked} "
+            f'<span class="loupe-model-hint">find them with the field batch = '
+            f"{escape_html(batch)}</span>")
         return report
 
     # -- events and helpers ----------------------------------------------------------------
