@@ -71,6 +71,8 @@ bench: install
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/dashboards.py
 	$(BIN)/python bench/serving_memory.py
+	$(BIN)/python bench/line_loop.py
+	$(BIN)/python bench/line_loop.py --first-training finetune
 
 clean-venv:
 	rm -rf $(VENV)

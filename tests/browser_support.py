@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -96,6 +97,17 @@ def serve(command: Sequence[str], url: str, log: Path, cwd: Path = REPO_ROOT,
         yield url
     finally:
         stop(proc)
+
+
+@contextmanager
+def serve_project(project: str, log: Path, *extra: str) -> Iterator[str]:
+    """``loupe serve --project PROJECT`` (preheated pools, job worker) on a free port of
+    127.0.0.1 until the block ends; yields the server's root URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "workbench.cli", "serve", "--project", project,
+               "--port", str(port), *extra]
+    with serve(command, f"http://127.0.0.1:{port}/", log) as url:
+        yield url
 
 
 def write_notebook(path: Path, cells: Sequence[str]) -> Path:

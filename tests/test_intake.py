@@ -172,3 +172,17 @@ def test_the_night_batch_keeps_its_true_labels_beside_the_images(line):
     truth = pd.read_csv(truth_file(line["night"]))
     assert list(truth.columns) == ["filename", "label"] and len(truth) == 20
     assert set(truth["filename"]) == {f.name for f in line["night"].glob("*.png")}
+
+
+def test_with_several_lines_deployed_the_batch_must_name_its_line(line, tmp_path):
+    """Last in this module: it deploys v1 on a second line."""
+    p = line["p"]
+    wb.promote(p, line["v1"], line="B", annotator="erin")
+    write_demo_images(tmp_path, demo_table(n_per_class=2, seed=13), seed=13, size=64)
+    before = _stored(p)
+    with pytest.raises(wb.ProjectError, match=r"lines A, B: say which line.*line='A'"):
+        wb.import_batch(p, tmp_path, batch="day-b", annotator="erin")
+    assert _stored(p) == before  # nothing imported, nothing checked
+    rep = wb.import_batch(p, tmp_path, batch="day-b", annotator="erin", line="B")
+    assert (rep.line, rep.against, len(rep.imported.added)) == ("B", "deployment", 10)
+    assert p.drift_history().iloc[-1]["batch"] == "day-b"

@@ -5,10 +5,9 @@ Promote stays disabled while the gate fails (here: the project has no frozen set
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
-from browser_support import REPO_ROOT, chromium, free_port, log_tail, offline_context, serve
+from browser_support import chromium, log_tail, offline_context, serve_project
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,12 +30,8 @@ def line_project():
 
 @pytest.fixture(scope="module")
 def server(line_project, tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "loupe-serve.log"
-    command = [sys.executable, "-m", "workbench.cli", "serve", "--project", line_project.name,
-               "--port", str(port)]
-    url = f"http://127.0.0.1:{port}/"
-    with serve(command, url, log, cwd=REPO_ROOT):
+    with serve_project(line_project.name, log) as url:
         yield url, log
 
 

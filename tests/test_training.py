@@ -220,6 +220,32 @@ def test_finetune_can_train_only_the_last_part_of_the_body():
     assert "conv_stem.weight" not in changed
 
 
+def test_the_range_of_light_the_augmentation_shows_is_a_setting():
+    """A line whose light changes (a night shift) trains with a wider brightness range; the
+    setting survives the version's JSON config, which a retrain reuses."""
+    import dataclasses
+
+    from workbench.train.classification.finetune import augmentation
+
+    gray = torch.full((3, 32, 32), 128, dtype=torch.uint8)
+
+    def centre_ratios(settings: FinetuneSettings) -> np.ndarray:
+        torch.manual_seed(0)
+        augment = augmentation(settings)
+        return np.array([float(augment(gray)[:, 16, 16].float().mean()) / 128
+                         for _ in range(200)])
+
+    mild = centre_ratios(FinetuneSettings())
+    wide = centre_ratios(FinetuneSettings(brightness=(0.35, 1.3)))
+    assert mild.min() > 0.8 and mild.max() < 1.2
+    assert wide.min() < 0.5 and wide.max() > 1.15
+    settings = FinetuneSettings(brightness=[0.35, 1.3])  # as read back from JSON
+    again = FinetuneSettings(**json.loads(json.dumps(dataclasses.asdict(settings))))
+    assert again == settings and again.brightness == (0.35, 1.3)
+    with pytest.raises(ValueError, match=r"FinetuneSettings.contrast must be a \(low, high\)"):
+        FinetuneSettings(contrast=(1.2, 0.8))
+
+
 def test_interrupting_the_kernel_raises_training_cancelled(project, images_factory):
     images_factory(project, per_class=4)
 

@@ -181,8 +181,8 @@ class PromotePanel(widgets.VBox):
             return None
         self.report = report
         self.message.value = ""
+        self._enable()  # the buttons first: the verdict shows when they are ready
         self._draw(report)
-        self._enable()
         return report
 
     def _draw(self, report: GateReport) -> None:

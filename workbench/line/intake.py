@@ -187,7 +187,7 @@ def _reference(project: Project, line: str | None) -> dict[str, Any]:
                 "deployment_id": deployment.deployment_id, "against": "deployment",
                 "reference": (f"line {line}'s current deployment ({deployment.version}, "
                               f"promoted by {deployment.promoted_by} at "
-                              f"{deployment.promoted_at})")}
+                              f"{deployment.promoted_at[:16].replace('T', ' ')} UTC)")}
     versions = project.models()
     where = f"line {line} has no deployment" if line else "nothing is deployed"
     if versions.empty:

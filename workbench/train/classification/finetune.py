@@ -62,6 +62,23 @@ class FinetuneSettings:
     #: Share of the body's parameter tensors trained, counted from the output end: 1.0 is
     #: the whole network, 0.3 roughly the last blocks (about 2.5x faster steps on a CPU).
     trainable: float = 1.0
+    #: Range of the random brightness and contrast factors of the augmentation. Widen the
+    #: brightness range, e.g. to (0.35, 1.3), where the line's light changes (a night shift).
+    brightness: tuple[float, float] = (0.85, 1.15)
+    contrast: tuple[float, float] = (0.85, 1.15)
+
+    def __post_init__(self) -> None:
+        for name in ("brightness", "contrast"):
+            value = getattr(self, name)
+            try:
+                low, high = (float(v) for v in value)
+            except (TypeError, ValueError):
+                low = high = -1.0
+            if not 0 <= low <= high:
+                raise ValueError(f"FinetuneSettings.{name} must be a (low, high) pair of "
+                                 f"factors with 0 <= low <= high, e.g. (0.85, 1.15); got "
+                                 f"{value!r}")
+            object.__setattr__(self, name, (low, high))  # a list from JSON: a tuple
 
 
 @dataclass
@@ -76,16 +93,19 @@ class FitResult:
     curve: list[dict[str, float]]
 
 
-def augmentation() -> v2.Compose:
+def augmentation(settings: FinetuneSettings | None = None) -> v2.Compose:
     """Changes an inspection image can undergo without changing its class.
 
-    Flips, small rotations and shifts, mild brightness/contrast; no hue or saturation
-    changes, no crops that could cut a defect out of view.
+    Flips, small rotations and shifts, brightness and contrast in the ranges of
+    ``settings`` (mild by default); no hue or saturation changes, no crops that could cut a
+    defect out of view.
     """
+    settings = settings or FinetuneSettings()
     return v2.Compose([
         v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
         v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05)),
-        v2.ColorJitter(brightness=0.15, contrast=0.15),
+        v2.ColorJitter(brightness=tuple(settings.brightness),
+                       contrast=tuple(settings.contrast)),
     ])
 
 
@@ -314,7 +334,7 @@ def fit(member: nn.Sequential, pixels: torch.Tensor, labels: np.ndarray, *,
     if distributed.active():
         model = nn.parallel.DistributedDataParallel(member, broadcast_buffers=False)
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    augment = augmentation()
+    augment = augmentation(settings)
     bar = tqdm(total=epochs, initial=state["epoch"], desc=desc, unit="epoch",
                disable=not progress, leave=False)
     try:
