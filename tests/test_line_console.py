@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -217,3 +218,36 @@ def test_an_inbox_batch_is_imported_under_the_name(shop):
     assert "6 image(s) added" in batch.message.value, batch.message.value
     assert len(p) == samples + 6
     assert p.dataset.match({"batch": folder.name}).count() == 6
+
+
+def test_images_the_line_sent_back_come_first_least_confident_first(shop, tmp_path):
+    """``loupe-edge watch`` leaves doubtful images with their verdicts in
+    ``out/feedback/<date>/``; after ``p.import_feedback`` the console offers them."""
+    import json
+
+    p = shop["p"]
+    folder = tmp_path / "out" / "feedback" / "2026-12-06"
+    folder.mkdir(parents=True)
+    confidences = [0.55, 0.31, 0.42]
+    for i, (path, confidence) in enumerate(zip(p.to_pandas()["filepath"].iloc[10:13],
+                                                confidences, strict=True)):
+        (folder / f"sent_{i}.png").write_bytes(_png(path, 0.3))
+        (folder / f"sent_{i}.png.json").write_text(json.dumps(
+            {"label": "ok", "confidence": confidence, "ood_score": 0.5,
+             "deployment_id": "d1", "why": [f"confidence {confidence:.2f} < 0.60"]}))
+    console = LineConsole(p, line="A", annotator="erin", n_boot=N_BOOT)
+    assert console.batch.feedback_button.layout.display == "none"  # nothing sent back yet
+    report = p.import_feedback(tmp_path / "out", progress=False)
+    assert len(report.added) == 3
+    console.refresh()
+    button = console.batch.feedback_button
+    assert button.layout.display == "flex" and button.description.endswith("(3)")
+    button.click()
+    grid = console.batch.grid
+    names = [Path(path).name for path in
+             p.dataset.select(grid.sample_ids, ordered=True).values("filepath")]
+    assert names == ["sent_1.png", "sent_2.png", "sent_0.png"]  # 0.31, 0.42, 0.55
+    assert grid.title.startswith("3 image(s) sent back by the line")
+    grid.assign(p.classes[1], grid.sample_ids[:1])  # labelled: it leaves the queue
+    console.refresh()
+    assert button.description.endswith("(2)")

@@ -22,8 +22,10 @@ def _pip_section(text: str) -> list[str]:
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = project["dependencies"] + project["optional-dependencies"]["dev"]
-    pip = [r for r in _pip_section((ROOT / "environment.yml").read_text())
-           if not r.startswith("-e")]
+    section = _pip_section((ROOT / "environment.yml").read_text())
+    pip = [r for r in section if not r.startswith("-e")]
+    assert "-e ./edge" in section  # loupe-edge, from this repository
+    pip.append("loupe-edge")
     assert {_name(r) for r in pip} == {_name(r) for r in wanted}
     pins = {_name(r): r for r in wanted if "==" in r}
     for requirement in pip:

@@ -464,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("drift", help="check a folder of new images for drift (exit 3 if so)",
                         description="Compare new images with a model version's training "
                         "images. Prints one line; exit status 0: no drift, 3: drift, 2: error.")
-    dr.add_argument("folder", help="folder of new images")
+    dr.add_argument("folder", help="folder of new images, or a line's verdict log "
+                    "(loupe-edge watch's verdicts/ or verdicts.jsonl: its last 200 images)")
     dr.add_argument("--project", required=True)
     dr.add_argument("--model", default=None, help="v1, v2, … (default: the newest)")
     dr.add_argument("--alpha", type=float, default=0.01, help="false-alarm rate (0.01)")

@@ -15,6 +15,7 @@ from widgets.line._common import NO_NAME, done, person, refused
 from workbench.errors import LoupeError
 from workbench.line.intake import IntakeReport, import_batch
 from workbench.line.uploads import MAX_UPLOAD_BYTES
+from workbench.store.feedback import sent_back
 from workbench.store.inbox import inbox_batch, inbox_batches, project_inbox
 from workbench.store.project import Project
 from workbench.text import escape_html
@@ -56,6 +57,11 @@ class BatchPanel(widgets.VBox):
                     "together")
         self.upload_button = widgets.Button(description="Import upload", icon="upload",
                                             tooltip="import the chosen images as a batch")
+        self.feedback_button = widgets.Button(
+            description="Sent back by the line", icon="reply", button_style="warning",
+            layout=widgets.Layout(display="none", width="auto"),
+            tooltip="images loupe-edge watch found doubtful (p.import_feedback), least "
+                    "confident first")
         self.inbox_note = widgets.HTML()
         self.message = widgets.HTML()
         self.message.add_class("loupe-line-batch-message")
@@ -64,11 +70,13 @@ class BatchPanel(widgets.VBox):
         self.reload_button.on_click(lambda _b: self.refresh_inbox())
         self.import_button.on_click(lambda _b: self.import_inbox())
         self.upload_button.on_click(lambda _b: self.import_upload())
+        self.feedback_button.on_click(lambda _b: self.show_sent_back())
         super().__init__(children=[
             widgets.HTML("<h3>New batch</h3><p class='loupe-model-hint'>Pick a batch the "
                          "line dropped in the inbox, or choose images from this computer; "
                          "after the import its least familiar images come first, to label "
                          "with 1–9 (click the grid first).</p>"),
+            widgets.HBox([self.feedback_button]),
             widgets.HBox([self.batch_picker, self.reload_button, self.import_button],
                          layout=widgets.Layout(flex_flow="row wrap")),
             self.inbox_note,
@@ -93,6 +101,9 @@ class BatchPanel(widgets.VBox):
         paths = [path for _, path in options]
         self.batch_picker.value = chosen if chosen in paths else (paths[0] if paths else None)
         self.import_button.disabled = not paths
+        waiting = len(sent_back(self.project))
+        self.feedback_button.description = f"Sent back by the line ({waiting})"
+        self.feedback_button.layout.display = "flex" if waiting else "none"
         self.inbox_note.value = "" if paths else (
             "The inbox is empty: the line puts folders of new images into "
             f"<code>{escape_html(str(project_inbox(self.project)))}</code>; or choose "
@@ -180,13 +191,25 @@ class BatchPanel(widgets.VBox):
                                     "ood_score": [scores.get(s) for s in order]})
         self.show_grid()
 
-    def show_grid(self) -> None:
+    def show_sent_back(self) -> None:
+        """The images the line sent back and nobody labelled yet, least confident first,
+        each captioned with the line's answer."""
+        frame = sent_back(self.project)
+        self.ranked = frame[["sample_id", "ood_score"]]
+        self.show_grid(captions={row.sample_id: f"line: {row.label} {row.confidence:.2f}"
+                                 for row in frame.itertuples(index=False)},
+                       title=f"{len(frame)} image(s) sent back by the line, least confident "
+                             "first")
+
+    def show_grid(self, *, captions: dict[str, str] | None = None,
+                  title: str | None = None) -> None:
         """The last imported batch in a labelling grid, least familiar first."""
-        captions = {row.sample_id: f"unfamiliar {row.ood_score:.2f}"
-                    for row in self.ranked.itertuples(index=False)
-                    if row.ood_score is not None and row.ood_score == row.ood_score}
+        if captions is None:
+            captions = {row.sample_id: f"unfamiliar {row.ood_score:.2f}"
+                        for row in self.ranked.itertuples(index=False)
+                        if row.ood_score is not None and row.ood_score == row.ood_score}
         ids = list(self.ranked["sample_id"])
-        title = f"{len(ids)} new image(s), least familiar first"
+        title = title or f"{len(ids)} new image(s), least familiar first"
         if self.grid is not None:
             self.grid.close()
         # A new grid each time: a grid knows the samples that existed when it was built.

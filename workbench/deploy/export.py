@@ -28,8 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-
-from workbench.deploy.edge import (
+from loupe_edge.predictor import (
     DETECTION_FORMAT_VERSION,
     EXTRA_FILE,
     FORMAT_VERSION,
@@ -39,6 +38,7 @@ from workbench.deploy.edge import (
     EdgePredictor,
     postprocess_detections,
 )
+
 from workbench.errors import LoupeError
 from workbench.keywords import renamed
 from workbench.store.leftovers import partial_path, remove_stale

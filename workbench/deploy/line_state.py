@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -26,15 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loupe_edge.deployment import MODEL, POINTER, RECORD, REFERENCE, sha256
+
 from workbench.errors import DeploymentError
 
-#: Name of the folder of deployments inside a project folder.
+#: Name of the folder of deployments inside a project folder. The file names inside a
+#: deployment come from ``loupe_edge.deployment``, which reads them on the line.
 FOLDER = "deployments"
 HISTORY = "deployments.jsonl"
-POINTER = "current.json"
-RECORD = "deployment.json"
-MODEL = "model.onnx"
-REFERENCE = "reference.npz"
 FORMAT_VERSION = 1
 #: A line name: a letter or digit, then letters, digits, ``_`` or ``-``; at most 32.
 LINE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
@@ -83,14 +81,6 @@ def write_synced(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -20,33 +20,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from loupe_edge.stats import COMPARED, PROPERTIES, image_properties
 from scipy import stats
 
-#: Image properties measured for every image (see :func:`image_properties`).
-PROPERTIES = ("brightness", "contrast", "sharpness", "width", "height")
-
-#: The properties :func:`property_mmd_test` compares by default.
-TESTED_PROPERTIES = ("brightness", "contrast", "sharpness")
+#: The properties :func:`property_mmd_test` compares by default (the edge compares the same;
+#: :data:`PROPERTIES` and :func:`image_properties` come from ``loupe_edge.stats`` too).
+TESTED_PROPERTIES = COMPARED
 
 #: Largest side at which sharpness is measured (bigger images are reduced first).
 _SHARPNESS_SIDE = 512
-
-
-def image_properties(gray: np.ndarray) -> dict[str, float]:
-    """Brightness, contrast and sharpness of a greyscale image (H, W) with values 0–255.
-
-    brightness: mean grey level / 255; contrast: standard deviation / 255; sharpness:
-    variance of the 4-neighbour Laplacian (of grey levels / 255), which blur lowers.
-    """
-    values = np.asarray(gray, dtype=np.float32) / 255.0
-    if values.ndim != 2 or min(values.shape) < 3:
-        raise ValueError(f"image_properties needs a 2-D image of at least 3x3 pixels, got "
-                         f"shape {values.shape}")
-    laplacian = (values[:-2, 1:-1] + values[2:, 1:-1] + values[1:-1, :-2] + values[1:-1, 2:]
-                 - 4 * values[1:-1, 1:-1])
-    return {"brightness": float(values.mean()), "contrast": float(values.std()),
-            "sharpness": float(laplacian.var()),
-            "height": float(gray.shape[0]), "width": float(gray.shape[1])}
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

@@ -267,6 +267,8 @@ def _batch_files(batch: Any) -> tuple[list[str], list[tuple[str, str]], str]:
         root = Path(batch)
         if not root.exists():
             raise FileNotFoundError(f"batch folder not found: {display_path(root)}")
+        if root.suffix == ".jsonl" or (root.is_dir() and any(root.glob("verdicts*.jsonl"))):
+            return _verdict_window(root)
         if root.is_file():
             return [str(root)], [], f"file {display_path(root)}"
         candidates, rejected = scan_folder(root, layout="unlabeled", annotator="drift")
@@ -279,6 +281,25 @@ def _batch_files(batch: Any) -> tuple[list[str], list[tuple[str, str]], str]:
         return paths, [], f"list of {len(paths)} path(s)"
     raise TypeError(f"batch must be a folder, a list of image paths or a FiftyOne view, got "
                     f"{type(batch).__name__}")
+
+
+#: Verdict lines of a line's log checked as one batch (the newest).
+VERDICT_WINDOW = 200
+
+
+def _verdict_window(path: Path) -> tuple[list[str], list[tuple[str, str]], str]:
+    """The images of the newest :data:`VERDICT_WINDOW` lines of a ``loupe-edge watch``
+    verdict log (a ``verdicts.jsonl`` file, or its folder with the rotated logs)."""
+    from loupe_edge.watch import read_verdicts
+
+    folder = path.parent if path.is_file() else path
+    lines = [r for r in read_verdicts(folder) if r.get("file") and not r.get("error")]
+    lines = lines[-VERDICT_WINDOW:]
+    paths = [str(r["file"]) for r in lines if Path(r["file"]).is_file()]
+    rejected = [(str(r["file"]), "listed in the verdict log, no longer there")
+                for r in lines if not Path(r["file"]).is_file()]
+    return paths, rejected, (f"the last {len(lines)} verdict(s) of the line's log "
+                             f"{display_path(folder)}")
 
 
 def _measure(path: str | Path) -> dict[str, Any] | str:

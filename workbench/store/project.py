@@ -432,6 +432,16 @@ class Project(EvalSets):
                             progress=progress)
 
     @store.translate_outages
+    def import_feedback(self, path: str | Path, *, batch: str | None = None,
+                        progress: bool = True) -> ImportReport:
+        """Import the images a line sent back (``loupe-edge watch --out path``) as
+        unlabelled batches, with the line's verdict as ``pred_edge``
+        (:func:`workbench.store.feedback.import_feedback`)."""
+        from workbench.store.feedback import import_feedback
+
+        return import_feedback(self, path, batch=batch, progress=progress)
+
+    @store.translate_outages
     def import_csv(self, path: str | Path, *, annotator: str = "import",
                    thorough: bool = False, progress: bool = True) -> ImportReport:
         """Import images listed in a CSV: ``filepath,label[,annotator][,slice columns…]``.

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from loupe_edge.predictor import postprocess_detections
 from tqdm.auto import tqdm
 
-from workbench.deploy.edge import postprocess_detections
 from workbench.store.ingest.images import read_rgb
 from workbench.train._loop import batches
 from workbench.train.detection.retinanet import Detector

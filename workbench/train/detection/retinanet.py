@@ -5,7 +5,7 @@ of any one size are squashed to ``image_size`` squares (as classification does, 
 relative coordinates are the same in the file and in the network's input), normalised,
 run through backbone, feature pyramid and RetinaNet heads, and every anchor's box is
 decoded. ``forward`` returns per-anchor class scores (N, A, C) and boxes (N, A, 4) as
-relative ``x1, y1, x2, y2``; :func:`workbench.deploy.edge.postprocess_detections` (score threshold,
+relative ``x1, y1, x2, y2``; :func:`loupe_edge.predictor.postprocess_detections` (score threshold,
 per-class NMS, top boxes) turns one image's rows into detections. The same module trains
 (:meth:`Detector.losses`, torchvision's focal and L1 losses), predicts in
 ``ModelVersion.predict`` and is exported to ONNX, so the line-side box decodes exactly what
