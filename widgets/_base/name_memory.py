@@ -19,17 +19,32 @@ function render({ model, el }) {
   el.style.display = "none";
   let stored = "";
   try { stored = window.localStorage.getItem(KEY) || ""; } catch (error) { stored = ""; }
-  if (stored && !model.get("name")) { model.set("name", stored); model.save_changes(); }
   const keep = () => {
     const name = (model.get("name") || "").trim();
     try { if (name) window.localStorage.setItem(KEY, name); } catch (error) { /* private mode */ }
   };
   model.on("change:name", keep);
-  keep();
-  return () => model.off("change:name", keep);
+  // A page served from a preheated kernel renders before its comm is open, and what it
+  // sends then is lost: ask the kernel again until its name comes back (or one was typed).
+  let timer = null;
+  let tries = 0;
+  const restore = () => {
+    if (model.get("name") || tries++ >= 120) { clearInterval(timer); timer = null; return; }
+    model.send({ restore: stored });
+  };
+  if (stored && !model.get("name")) {
+    timer = setInterval(restore, 1000);
+    restore();
+  } else {
+    keep();
+  }
+  return () => { model.off("change:name", keep); if (timer) clearInterval(timer); };
 }
 export default { render };
 """.replace("__KEY__", STORAGE_KEY)
+
+#: Longest name taken back from a browser's storage.
+MAX_NAME = 100
 
 
 class RememberedName(anywidget.AnyWidget):
@@ -38,3 +53,13 @@ class RememberedName(anywidget.AnyWidget):
 
     _esm = _ESM
     name = t.Unicode("").tag(sync=True)
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.on_msg(self._restore)
+
+    def _restore(self, _widget: object, content: object, _buffers: object) -> None:
+        """The browser's stored name, unless the page already has one."""
+        stored = content.get("restore") if isinstance(content, dict) else None
+        if isinstance(stored, str) and stored.strip() and not self.name:
+            self.name = stored.strip()[:MAX_NAME]
