@@ -75,6 +75,7 @@ bench: install
 	$(BIN)/python bench/line_loop.py
 	$(BIN)/python bench/line_loop.py --first-training finetune
 	$(BIN)/python bench/edge.py
+	$(BIN)/python bench/operating_point.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -142,3 +142,12 @@ def test_bad_calls_are_refused(trained, project):
         detection_report(p, mv, localisation_iou=0.6)
     with pytest.raises(ProjectError, match="detection project"):
         detection_report(project, mv)
+
+
+def test_an_operating_point_on_a_detector_counts_images_with_and_without_boxes(trained):
+    p, mv = trained
+    # 6 of the 16 images have no box: too few normal parts to state a cost, and it says so
+    with pytest.raises(wb.NotEnoughEvidenceError, match="6 normal and 10 defective"):
+        wb.operating_point(p, mv, costs={"escape": 20, "false_reject": 1})
+    with pytest.raises(ValueError, match="per class applies to classifiers"):
+        wb.operating_point(p, mv, costs={"escape": {"spot": 5}, "false_reject": 1})

@@ -20,6 +20,7 @@ from .label.grid import LabelingGrid
 from .label.issue_queue import IssueQueue
 from .label.label_book import LabelBook
 from .line.console import LineConsole
+from .line.operating_point import OperatingPoint
 from .monitor.drift_banner import DriftBanner
 from .monitor.drift_monitor import DriftMonitor
 from .overview import ProjectOverview
@@ -38,6 +39,7 @@ __all__ = [
     "LabelingGrid",
     "LineConsole",
     "ModelCompare",
+    "OperatingPoint",
     "ProjectOverview",
     "RememberedName",
     "ReviewCurve",

@@ -15,6 +15,14 @@ from .analyse.classification import (
 )
 from .analyse.compare import class_deltas, compare
 from .analyse.data import agreement, datasheet, near_duplicates, outliers
+from .analyse.decisions import (
+    Calibration,
+    NotEnoughEvidenceError,
+    OperatingPoint,
+    calibrate,
+    operating_point,
+    operating_point_history,
+)
 from .analyse.detection import DetectionReport, detection_report
 from .analyse.embedding_map import embedding_map
 from .analyse.open_work import (
@@ -72,6 +80,7 @@ from .train.run_lock import RunInProgressError
 from .train.versions import ModelVersion
 
 __all__ = [
+    "Calibration",
     "DatabaseUnavailableError",
     "Deployment",
     "DeploymentConflict",
@@ -92,6 +101,8 @@ __all__ = [
     "LineStatus",
     "LoupeError",
     "ModelVersion",
+    "NotEnoughEvidenceError",
+    "OperatingPoint",
     "Project",
     "ProjectError",
     "ReviewCounts",
@@ -107,6 +118,7 @@ __all__ = [
     "as_project",
     "as_version",
     "book_history",
+    "calibrate",
     "changed_verdicts",
     "class_deltas",
     "class_report",
@@ -144,6 +156,8 @@ __all__ = [
     "next_to_label",
     "open_disagreements",
     "open_label_issues",
+    "operating_point",
+    "operating_point_history",
     "outliers",
     "promote",
     "remove_example",

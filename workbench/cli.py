@@ -293,7 +293,47 @@ def _cmd_deployments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_operating_point(args: argparse.Namespace) -> int:
+    from workbench.analyse.decisions import calibrate, operating_point
+
+    if args.calibrate:
+        calibration = calibrate(args.project, args.version)
+        _say(f"calibrated {calibration.version}: temperature {calibration.temperature:.3f}, "
+             f"ECE {calibration.ece_before:.3f} -> {calibration.ece_after:.3f}")
+    point = operating_point(args.project, args.version,
+                            costs={"escape": args.escape_cost,
+                                   "false_reject": args.false_reject_cost},
+                            normal=args.normal, defect_rate=args.defect_rate,
+                            annotator=args.annotator, save=args.annotator is not None)
+    _say(f"{args.project} {point.version}: {point.summary()}")
+    _say("stored with the version; the next promotion takes it to the line" if args.annotator
+         else "not stored (add --annotator NAME to keep it for the next promotion)")
+    if args.csv:
+        write_csv(point.table, args.csv)
+    return 0
+
+
 def _add_deployment_parsers(sub: argparse._SubParsersAction) -> None:
+    op = sub.add_parser("operating-point", help="choose where a line rejects, by the cost of "
+                        "each mistake", description="Choose the threshold on P(not normal) "
+                        "of least expected cost from the version's out-of-fold predictions, "
+                        "with escapes and false rejects per 10,000 parts (95 % intervals).")
+    op.add_argument("project")
+    op.add_argument("version", help="v1, v2, …")
+    op.add_argument("--escape-cost", type=float, required=True,
+                    help="cost of a defective part passed (e.g. 50)")
+    op.add_argument("--false-reject-cost", type=float, required=True,
+                    help="cost of a good part rejected (e.g. 1)")
+    op.add_argument("--normal", default="ok", help="the good class (default: ok)")
+    op.add_argument("--defect-rate", type=float, default=None,
+                    help="the line's share of defective parts, if not the labels' (e.g. 0.02)")
+    op.add_argument("--annotator", default=None,
+                    help="who chooses: store the point with the version (recorded)")
+    op.add_argument("--calibrate", action="store_true",
+                    help="fit temperature scaling on the out-of-fold predictions first")
+    op.add_argument("--csv", default=None, help="write the table over thresholds here")
+    op.set_defaults(func=_cmd_operating_point)
+
     pro = sub.add_parser("promote", help="make a model version what a line runs (gated)",
                          description="Run the gate and switch the line to the version. Exit "
                          "status 0: promoted, 3: the gate refused it, 2: an error.")

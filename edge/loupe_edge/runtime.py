@@ -96,9 +96,14 @@ class LineModel:
                      for c, s, box in zip(found["labels"], found["scores"], found["boxes"],
                                           strict=True)]
             top = max(boxes, key=lambda b: b["confidence"], default=None)
+            point = self.deployment.operating_point or {}
+            if "threshold" in point:  # reject when the best box reaches the threshold
+                reject = top is not None and top["confidence"] >= float(point["threshold"])
+            else:
+                reject = bool(boxes)
             return {**base, "label": top["label"] if top else None,
                     "confidence": top["confidence"] if top else None, "boxes": boxes,
-                    "decision": "reject" if boxes else "accept"}, props
+                    "decision": "reject" if reject else "accept"}, props
         probabilities = self.model.predict_pixels(pixels[None])[0]
         classes = list(self.model.classes)
         best = int(np.argmax(probabilities))

@@ -9,6 +9,7 @@ import ipywidgets as widgets
 
 from widgets._base.source import annotator_name, resolve_source
 from widgets.line.batch import BatchPanel
+from widgets.line.operating_point import OperatingPoint
 from widgets.line.promote import PromotePanel
 from widgets.line.retrain import RetrainPanel
 from widgets.line.status import StatusStrip
@@ -40,6 +41,8 @@ class LineConsole(widgets.VBox):
     strip, batch, retrain, promote, timeline
         The parts: :class:`StatusStrip`, :class:`BatchPanel`, :class:`RetrainPanel`,
         :class:`PromotePanel`, :class:`TimelinePanel`.
+    operating_point : OperatingPoint or None
+        The cost panel, once its accordion was opened.
     """
 
     def __init__(self, project: Any, *, line: str = "A", annotator: str | None = None,
@@ -58,8 +61,14 @@ class LineConsole(widgets.VBox):
         self.status: LineStatus = line_status(self.project, line=self.line)
         self.strip.show(self.status)
         timeline = widgets.Accordion(children=[self.timeline], titles=("Timeline",))
+        #: Built when first opened (it reads the newest version's held-out predictions).
+        self.operating_point: OperatingPoint | None = None
+        self.cost = widgets.Accordion(children=[widgets.VBox()],
+                                      titles=("Pass or reject: the operating point",))
+        self.cost.selected_index = None
+        self.cost.observe(lambda c: c["new"] is not None and self._open_cost(), "selected_index")
         super().__init__(children=[self.strip, self.batch, self.retrain, self.promote,
-                                   timeline])
+                                   self.cost, timeline])
         self.add_class("loupe-line-console")
         self._annotator = name
 
@@ -75,6 +84,8 @@ class LineConsole(widgets.VBox):
         self.batch.set_annotator(name)
         self.retrain.annotator = name
         self.promote.annotator = name
+        if self.operating_point is not None:
+            self.operating_point.annotator = name
 
     def refresh(self) -> None:
         """Re-read the line, the versions, the inbox and the timeline."""
@@ -83,6 +94,18 @@ class LineConsole(widgets.VBox):
         self.promote.refresh()
         self.batch.refresh_inbox()
         self.timeline.refresh()
+        if self.cost.selected_index is not None:
+            self._open_cost()
+
+    def _open_cost(self) -> None:
+        """Build the operating-point panel for the newest version (again after a retrain)."""
+        try:
+            panel: widgets.Widget = OperatingPoint(self.project, annotator=self._annotator or None)
+        except Exception as error:  # no version yet, …: say so in the panel
+            panel = widgets.HTML(f"<p>{type(error).__name__}: {error}</p>")
+        else:
+            self.operating_point = panel
+        self.cost.children = [panel]
 
     def _trained(self, _job: Job) -> None:
         self.refresh()

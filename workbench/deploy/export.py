@@ -135,6 +135,9 @@ def _metadata(model: object, classifier: Classifier, format: str) -> dict[str, A
         "output": {"name": OUTPUT_NAME, "dtype": "float32",
                    "shape": ["batch", len(classifier.classes)]},
         "config": json.loads(json.dumps(config, default=str)) if config is not None else None,
+        # softmax(log p / temperature) is inside the graph; recorded for the reader
+        "calibration": {"method": "temperature",
+                        "temperature": float(getattr(classifier, "temperature", 1.0))},
     }
 
 

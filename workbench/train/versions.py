@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from workbench.metrics.calibration import apply_temperature
 from workbench.train.classification.network import Classifier, build_member
 
 if TYPE_CHECKING:
@@ -263,6 +264,31 @@ class ModelVersion:
         """
         return pd.read_parquet(self.folder / "predictions.parquet")
 
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """``calibration.json`` once ``wb.calibrate`` fitted one (temperature, ECE before and
+        after), else None."""
+        path = self.folder / "calibration.json"
+        try:
+            return json.loads(path.read_text()) if path.exists() else None
+        except ValueError:
+            return None
+
+    @property
+    def temperature(self) -> float:
+        """The calibration's temperature (1.0: uncalibrated); ``predict`` applies it."""
+        return float((self.calibration or {}).get("temperature", 1.0))
+
+    @property
+    def operating_point(self) -> dict[str, Any] | None:
+        """Where the line rejects, as ``wb.operating_point`` stored it (None: argmax)."""
+        return self.record.get("operating_point")
+
+    def forget_network(self) -> None:
+        """Drop the loaded network (it is rebuilt, with the current calibration, on use)."""
+        self._classifier = None
+        self._detector = None
+
     # -- the network ------------------------------------------------------------------------
     @property
     def classifier(self) -> Classifier:
@@ -272,6 +298,7 @@ class ModelVersion:
                              "is mv.detector.")
         if self._classifier is None:
             self._classifier = load_classifier(self.checkpoint_path)
+            self._classifier.temperature = self.temperature
         return self._classifier
 
     @property
@@ -359,7 +386,8 @@ class ModelVersion:
                               std=classifier.std.flatten().tolist(), classes=self.classes)
             total = total + len(others) * rest.predict_files(paths, batch_size=batch_size,
                                                              progress=progress)
-        return (total / len(kinds)).astype(np.float32)
+        probs = (total / len(kinds)).astype(np.float32)
+        return probs if self.temperature == 1.0 else apply_temperature(probs, self.temperature)
 
     def __repr__(self) -> str:
         if self.task == "detection":

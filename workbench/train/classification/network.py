@@ -75,11 +75,16 @@ class Classifier(nn.Module):
         self.classes = list(classes)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        #: Calibration (``wb.calibrate``): softmax(log p / temperature); 1.0 leaves p as is.
+        self.temperature = 1.0
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = resize_normalise(images, self.image_size, self.mean, self.std)
         probs = [member(x).softmax(dim=1) for member in self.members]
-        return probs[0] if len(probs) == 1 else torch.stack(probs).mean(dim=0)
+        mean = probs[0] if len(probs) == 1 else torch.stack(probs).mean(dim=0)
+        if self.temperature == 1.0:
+            return mean
+        return (mean.clamp_min(1e-12).log() / self.temperature).softmax(dim=1)
 
     @torch.inference_mode()
     def predict_files(self, paths: Sequence[str | os.PathLike[str]], *, batch_size: int = 8,
