@@ -182,6 +182,28 @@ def test_a_single_class_cannot_be_trained(project, images_factory):
         wb.train(project, **TINY)
 
 
+def test_the_default_folds_follow_the_smallest_class(project, images_factory, capsys):
+    """Pick a few, label them, train with the defaults: a class with 3 images means 3
+    folds, said in the version and the progress output; one image is refused clearly."""
+    images_factory(project, per_class=6)
+    ids, labels = project.dataset.values(["id", "ground_truth.label"])
+    of_a = [i for i, label in zip(ids, labels, strict=True) if label == "a"]
+    others = [i for i, label in zip(ids, labels, strict=True) if label != "a"]
+    version = wb.train(project, mode="probe", image_size=64,
+                       view=project.dataset.select(others + of_a[:3]))
+    assert version.config["folds"] == 3
+    assert "'a' has only 3 labelled images" in version.config["folds_reason"]
+    assert "3 folds instead of 5" in capsys.readouterr().out
+    snapshot = version.snapshot()
+    assert sorted(snapshot["fold"].unique()) == [0, 1, 2]  # every image held out once
+    assert len(version.oof_predictions()) == len(others) + 3
+    with pytest.raises(ValueError, match=r"class 'a' has 1 real labelled image: .*Label at "
+                                         r"least one more"):
+        wb.train(project, mode="probe", image_size=64, progress=False,
+                 view=project.dataset.select(others + of_a[:1]))
+    assert project.models()["name"].tolist() == [version.name]
+
+
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
                     reason="torchrun is installed with torch")
 @pytest.mark.slow

@@ -469,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--backbone", default="tf_efficientnet_lite0")
     tr.add_argument("--weights", default="default",
                     help="'default' (offline ImageNet), a local weights file, or 'random'")
-    tr.add_argument("--folds", type=int, default=5)
+    tr.add_argument("--folds", type=int, default=None,
+                    help="cross-validation folds (default 5, fewer when a class has fewer "
+                         "labelled images)")
     tr.add_argument("--epochs", type=int, default=15)
     tr.add_argument("--image-size", type=int, default=224)
     tr.add_argument("--seed", type=int, default=0)

@@ -96,10 +96,12 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         As :func:`workbench.train.backbones.create_backbone` takes them.
     mode : {"auto", "probe", "finetune"}, default "auto"
         Classification only.
-    folds : int, default 5 (detection: 3)
+    folds : int, optional
         k >= 2: k-fold cross-validation, stratified by class; every class needs at least k
         labelled images. 1: train on the ``train`` split, validate on ``val``
-        (classification only).
+        (classification only). By default 5, or fewer when the smallest class has fewer
+        labelled images (down to 2; the version's ``config["folds_reason"]`` and the
+        progress output say so). A detector: 3.
     epochs : int, default 15 (detection: 12–30, about 400 optimiser steps)
         Most epochs per fine-tune (early stopping on the held-out fold may stop sooner; the
         final model trains for the median best epoch). A detector trains every model for
@@ -165,10 +167,9 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
                               epochs=epochs,
                               image_size=image_size,
                               seed=seed, view=view, cancel=cancel, progress=progress)
-    folds = 5 if folds is None else folds
     epochs = 15 if epochs is None else epochs
     image_size = 224 if image_size is None else image_size
-    _check_arguments(mode, folds, epochs, image_size, seed)
+    _check_arguments(mode, DEFAULT_FOLDS if folds is None else folds, epochs, image_size, seed)
     settings = settings or FinetuneSettings()
     try:
         return _Run(project, backbone=backbone, weights=weights, mode=mode, folds=folds,
@@ -237,6 +238,27 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str],
     }
 
 
+#: Folds of the default cross-validation when every class has that many labelled images.
+DEFAULT_FOLDS = 5
+
+
+def default_folds(counts: pd.Series, classes: list[str]) -> tuple[int, str | None]:
+    """Folds for a run that names none: :data:`DEFAULT_FOLDS`, or as many as the smallest
+    class has real labelled images (at least 2), with the reason in words when fewer."""
+    smallest = min(classes, key=lambda c: int(counts.get(c, 0)))
+    n = int(counts.get(smallest, 0))
+    if n >= DEFAULT_FOLDS:
+        return DEFAULT_FOLDS, None
+    if n < 2:
+        raise ValueError(
+            f"class {smallest!r} has {n} real labelled image{'s' if n != 1 else ''}: a model "
+            "that holds it out would never see that class, so nothing can score it. Label "
+            "at least one more image of it (or remove it), then train again.")
+    return n, (f"{n} folds instead of {DEFAULT_FOLDS}: {smallest!r} has only {n} labelled "
+               "images (each image is still scored by a model that did not train on it). "
+               f"Label {DEFAULT_FOLDS - n} more of {smallest!r} for {DEFAULT_FOLDS} folds.")
+
+
 class _Run:
     """One call of :func:`train`: data, folds, candidates, final model, version."""
 
@@ -249,6 +271,7 @@ class _Run:
         self.project, self.project_name = (project if self.is_main else None), job["name"]
         self.folder, self.parent = Path(job["folder"]), job["parent"]
         self.samples, self.classes = job["samples"], job["classes"]
+        self.folds, self.folds_reason = job["folds"], job["folds_reason"]
         self.y = np.array([self.classes.index(label) for label in self.samples["label"]])
         self.fold = self._folds()
         self.config = self._config()
@@ -277,9 +300,15 @@ class _Run:
         present = set(samples["label"])
         classes = [c for c in project.classes if c in present]
         classes += sorted(present - set(classes))
+        reason = None
+        if self.folds is None:
+            self.folds, reason = default_folds(counts, classes)
+            if reason and self.progress:
+                print(f"training {project.name!r}: {reason}", flush=True)
         self._check_counts(project.name, counts, classes, samples["split"])
         return {"name": project.name, "folder": str(project.folder), "samples": samples,
-                "classes": classes, "parent": latest_version(project.folder)}
+                "classes": classes, "parent": latest_version(project.folder),
+                "folds": self.folds, "folds_reason": reason}
 
     def _check_counts(self, name: str, counts: pd.Series, classes: list[str],
                       splits: list[str]) -> None:
@@ -318,6 +347,7 @@ class _Run:
         return {"backbone": self.backbone, "weights": str(self.weights), "mode": self.mode,
                 "folds": self.folds, "epochs": self.epochs, "image_size": self.image_size,
                 "seed": self.seed, "view": view, "probe_c": self.probe_c,
+                **({"folds_reason": self.folds_reason} if self.folds_reason else {}),
                 "finetune": dataclasses.asdict(self.settings)}
 
     def _key(self) -> str:
