@@ -90,7 +90,7 @@ def one_run(p, image_size: int, per_class: dict[str, int], seed: int, defect_rat
     rows = []
     for cost_name, costs in COSTS.items():
         point = wb.operating_point(p, mv, costs=costs, normal="ok", defect_rate=defect_rate,
-                                   save=False, seed=seed)
+                                   write=False, seed=seed)
         parsed = Costs.parse(costs, defects)
         score = 1 - calibrated["ok"].to_numpy()
 

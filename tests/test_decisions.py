@@ -204,7 +204,7 @@ def test_an_operating_point_is_chosen_stored_and_decides(trained):
     assert set(frame["decision"]) == {"accept", "reject"}
     # a cheaper escape moves the least-cost point up, never down
     cheaper = wb.operating_point(p, version, costs={"escape": 1, "false_reject": 1},
-                                 save=False)
+                                 write=False)
     assert cheaper.threshold >= point.threshold
 
 

@@ -304,7 +304,7 @@ def _cmd_operating_point(args: argparse.Namespace) -> int:
                             costs={"escape": args.escape_cost,
                                    "false_reject": args.false_reject_cost},
                             normal=args.normal, defect_rate=args.defect_rate,
-                            annotator=args.annotator, save=args.annotator is not None)
+                            annotator=args.annotator, write=args.annotator is not None)
     _say(f"{args.project} {point.version}: {point.summary()}")
     _say("stored with the version; the next promotion takes it to the line" if args.annotator
          else "not stored (add --annotator NAME to keep it for the next promotion)")

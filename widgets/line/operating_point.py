@@ -115,7 +115,7 @@ class OperatingPoint(widgets.VBox):
                 self.project, self.version,
                 costs={"escape": self.escape_input.value,
                        "false_reject": self.false_reject_input.value},
-                normal=self.normal, threshold=threshold, save=False, n_boot=LIVE_BOOT)
+                normal=self.normal, threshold=threshold, write=False, n_boot=LIVE_BOOT)
         except (LoupeError, ValueError) as error:
             self.point = None
             self.summary.value = refused("No operating point", str(error))
@@ -145,7 +145,7 @@ class OperatingPoint(widgets.VBox):
             self.point = operating_point(
                 self.project, self.version, costs=self.point.costs.to_json(),
                 normal=self.normal, threshold=self.point.threshold if moved else None,
-                annotator=name, save=True)
+                annotator=name, write=True)
         except (LoupeError, ValueError) as error:
             self.message.value = refused("Not stored", str(error))
             return None

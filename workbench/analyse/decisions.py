@@ -297,7 +297,7 @@ def _scores(project: Project, version: ModelVersion, normal: str | None
 def operating_point(project: Project | str, version: ModelVersion | str | None = None, *,
                     costs: Mapping[str, Any], normal: str | None = "ok",
                     defect_rate: float | None = None, threshold: float | None = None,
-                    annotator: str | None = None, save: bool = True, n_boot: int = 1000,
+                    annotator: str | None = None, write: bool = True, n_boot: int = 1000,
                     seed: int = 0) -> OperatingPoint:
     """Choose where to reject by the cost of each mistake, from out-of-fold predictions.
 
@@ -314,7 +314,7 @@ def operating_point(project: Project | str, version: ModelVersion | str | None =
     threshold : float, optional
         Apply this threshold instead of the least-cost one (a person moving the point).
     annotator : str, optional
-        Who chose; with ``save`` the point is stored with the version (the next
+        Who chose; with ``write`` the point is stored with the version (the next
         ``wb.promote`` takes it to the line) and appended to its history.
 
     Raises
@@ -330,7 +330,7 @@ def operating_point(project: Project | str, version: ModelVersion | str | None =
                          f"between 0 and 1 (e.g. 0.02), got {defect_rate!r}")
     if threshold is not None and not 0 <= float(threshold) <= 1:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
-    if save and annotator is not None and (not isinstance(annotator, str)
+    if write and annotator is not None and (not isinstance(annotator, str)
                                            or not annotator.strip()):
         raise ValueError(f"annotator must be the name of the person choosing, got {annotator!r}")
     if version.task == "detection":
@@ -370,7 +370,7 @@ def operating_point(project: Project | str, version: ModelVersion | str | None =
         threshold=chosen, best_threshold=best, table=table, expected=expected,
         n_normal=n_normal, n_defect=len(given) - n_normal, temperature=temperature,
         chosen_by=annotator)
-    if save:
+    if write:
         record_point(version, point)
     return point
 
