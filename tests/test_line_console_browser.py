@@ -65,9 +65,10 @@ def test_the_line_console_renders_remembers_the_name_and_gates_promote(line_proj
 
         page.reload(wait_until="commit", timeout=RENDER_TIMEOUT_MS)  # a new visit
         _open(page, url, log)
+        # browser -> kernel -> name box: waits behind the new kernel's notebook when loaded
         page.wait_for_function(
             "name => document.querySelector('.loupe-name input').value === name", arg=name,
-            timeout=30_000)
+            timeout=RENDER_TIMEOUT_MS)
 
         promote = page.locator("button", has_text="Promote")
         assert promote.is_disabled()  # nothing compared yet

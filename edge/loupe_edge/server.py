@@ -29,6 +29,9 @@ from loupe_edge.runtime import BadImageError, Inspector
 
 #: Largest request body taken (bytes).
 MAX_BODY = 20 * 1024 * 1024
+#: An oversized body up to this many times the limit is read and dropped before the 413,
+#: so that a client which sends it all reads the reason instead of a broken pipe.
+DRAIN_FACTOR = 16
 
 
 class Metrics:
@@ -77,14 +80,20 @@ def create_app(inspector: Inspector, *, token: str | None = None,
 
     async def body_of(request: Request) -> bytes:
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body:
-            raise _TooLargeError(int(declared))
-        chunks, size = [], 0
+        declared_size = int(declared) if declared is not None and declared.isdigit() else 0
+        if declared_size > DRAIN_FACTOR * max_body:
+            raise _TooLargeError(declared_size)  # too much even to read and drop
+        chunks, size, too_large = [], 0, declared_size > max_body
         async for chunk in request.stream():
             size += len(chunk)
-            if size > max_body:
-                raise _TooLargeError(size)
+            too_large = too_large or size > max_body
+            if too_large:  # read and drop the rest, so the client reads the 413, not a
+                if size > DRAIN_FACTOR * max_body:  # broken pipe
+                    break
+                continue
             chunks.append(chunk)
+        if too_large:
+            raise _TooLargeError(max(size, declared_size))
         data = b"".join(chunks)
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             return await _multipart_file(data, request.headers)

@@ -24,17 +24,19 @@ function render({ model, el }) {
     try { if (name) window.localStorage.setItem(KEY, name); } catch (error) { /* private mode */ }
   };
   model.on("change:name", keep);
-  // A page served from a preheated kernel renders before its comm is open, and what it
-  // sends then is lost: ask the kernel again until its name comes back (or one was typed).
+  // A page served from a preheated kernel may render before its comm is open, and what it
+  // sends then is lost: send the name, then ask again every second until the kernel says
+  // it has a name (``heard``), or one was typed.
   let timer = null;
   let tries = 0;
   const restore = () => {
-    if (model.get("name") || tries++ >= 120) { clearInterval(timer); timer = null; return; }
+    if (model.get("heard") || tries++ >= 120) { clearInterval(timer); timer = null; return; }
     model.send({ restore: stored });
   };
   if (stored && !model.get("name")) {
+    model.set("name", stored);
+    model.save_changes();
     timer = setInterval(restore, 1000);
-    restore();
   } else {
     keep();
   }
@@ -53,10 +55,16 @@ class RememberedName(anywidget.AnyWidget):
 
     _esm = _ESM
     name = t.Unicode("").tag(sync=True)
+    #: The name the kernel has (the browser stops re-sending the stored one when set).
+    heard = t.Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.on_msg(self._restore)
+
+    @t.observe("name")
+    def _heard(self, change: dict) -> None:
+        self.heard = change["new"]
 
     def _restore(self, _widget: object, content: object, _buffers: object) -> None:
         """The browser's stored name, unless the page already has one."""
