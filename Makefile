@@ -76,6 +76,7 @@ bench: install
 	$(BIN)/python bench/line_loop.py --first-training finetune
 	$(BIN)/python bench/edge.py
 	$(BIN)/python bench/operating_point.py
+	$(BIN)/python bench/anomaly.py
 
 clean-venv:
 	rm -rf $(VENV)

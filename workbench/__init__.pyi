@@ -73,6 +73,7 @@ from .store.inbox import inbox_batch, inbox_batches
 from .store.ingest.scan import ImportReport
 from .store.labelbook import add_example, book_history, define_label, label_book, remove_example
 from .store.project import Project, delete_project, list_projects
+from .train.anomaly.train import NotEnoughNormalImagesError
 from .train.classification.finetune import UnusableStateWarning
 from .train.classification.train import TrainingCancelled, train
 from .train.detection.train import DetectionSettings, train_detector
@@ -102,6 +103,7 @@ __all__ = [
     "LoupeError",
     "ModelVersion",
     "NotEnoughEvidenceError",
+    "NotEnoughNormalImagesError",
     "OperatingPoint",
     "Project",
     "ProjectError",

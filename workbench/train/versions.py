@@ -11,6 +11,7 @@ half-written version.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -73,7 +74,7 @@ def reserve_name(project_folder: Path) -> str:
 
 
 #: The tasks a version can be trained for.
-TASKS = ("classification", "detection")
+TASKS = ("classification", "detection", "anomaly")
 #: The files every version folder holds, by role.
 FILES = {"checkpoint": "model.pt", "snapshot": "snapshot.parquet",
          "predictions": "predictions.parquet"}
@@ -193,6 +194,7 @@ class ModelVersion:
     record: dict[str, Any]
     _classifier: Classifier | None = field(default=None, repr=False)
     _detector: Any = field(default=None, repr=False)
+    _anomaly: Any = field(default=None, repr=False)
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], project_name: str) -> ModelVersion:
@@ -288,6 +290,7 @@ class ModelVersion:
         """Drop the loaded network (it is rebuilt, with the current calibration, on use)."""
         self._classifier = None
         self._detector = None
+        self._anomaly = None
 
     # -- the network ------------------------------------------------------------------------
     @property
@@ -313,6 +316,54 @@ class ModelVersion:
             self._detector = load_detector(self.checkpoint_path)
         return self._detector
 
+    @property
+    def anomaly(self) -> Any:
+        """An anomaly version's :class:`~workbench.train.anomaly.model.AnomalyModel` (the
+        backbone and the patch bank; loaded once)."""
+        if self.task != "anomaly":
+            raise ValueError(f"model version {self.name!r} is a {self.task} model, not an "
+                             "anomaly model.")
+        if self._anomaly is None:
+            from workbench.train.anomaly.model import AnomalyModel
+
+            self._anomaly = AnomalyModel.load(self.checkpoint_path,
+                                              backbone=self.config["backbone"],
+                                              weights=self.config["weights"])
+        return self._anomaly
+
+    def heatmap(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """An anomaly version's map of how unlike the normal patches each place of the
+        image is: float32, the image's own height x width (the score's units)."""
+        return self.anomaly.heatmap(path)
+
+    def _anomaly_frame(self, ids: list[str] | None, paths: list[str], *,
+                       progress: bool) -> pd.DataFrame:
+        from workbench.train.anomaly.patchcore import heatmap, heatmap_png
+
+        model = self.anomaly
+        scores, maps = model.score_files(paths, progress=progress)
+        folder = self.folder / "heatmaps"
+        folder.mkdir(exist_ok=True)
+        pngs = []
+        for path, found in zip(paths, maps, strict=True):
+            stat = Path(path).stat()
+            key = hashlib.sha256(f"{Path(path).resolve()}:{stat.st_mtime_ns}:"
+                                 f"{stat.st_size}".encode()).hexdigest()[:20]
+            png = folder / f"{key}.png"
+            if not png.exists():
+                from PIL import Image
+
+                with Image.open(path) as image:
+                    size = image.size
+                heatmap_png(heatmap(found, size), str(png), top=2 * model.threshold)
+            pngs.append(str(png))
+        frame = pd.DataFrame({"filepath": [str(p) for p in paths], "anomaly_score": scores,
+                              "label": model.labels(scores),
+                              "confidence": model.confidence(scores), "heatmap": pngs})
+        if ids is not None:
+            frame.insert(0, "sample_id", ids)
+        return frame
+
     def predict(self, paths_or_view: Any, *, batch_size: int = 8,
                 progress: bool = True, score_threshold: float | None = None) -> pd.DataFrame:
         """Predict image files, or every sample of a FiftyOne view or dataset.
@@ -331,8 +382,15 @@ class ModelVersion:
             A detector's: one row per box (images in input order, best box first):
             ``sample_id`` (for a view), ``filepath``, ``label``, ``confidence``, ``x``,
             ``y``, ``w``, ``h`` (relative top-left corner and size).
+            An anomaly version's: one row per image: ``sample_id`` (for a view),
+            ``filepath``, ``anomaly_score``, ``label`` (the normal class or ``"anomaly"``,
+            by the version's threshold), ``confidence`` (distance from the threshold,
+            relative to it, capped at 1) and ``heatmap`` (a grey PNG: white at twice the
+            threshold).
         """
         ids, paths = _inputs(paths_or_view)
+        if self.task == "anomaly":
+            return self._anomaly_frame(ids, paths, progress=progress)
         if self.task == "detection":
             return self._detect(ids, paths, batch_size=batch_size, progress=progress,
                                 score_threshold=score_threshold)
@@ -390,6 +448,12 @@ class ModelVersion:
         return probs if self.temperature == 1.0 else apply_temperature(probs, self.temperature)
 
     def __repr__(self) -> str:
+        if self.task == "anomaly":
+            auroc = self.metrics.get("auroc")
+            shown = f", AUROC {auroc:.3f}" if isinstance(auroc, float) else ""
+            return (f"ModelVersion({self.project_name}/{self.name}: anomaly patchcore, "
+                    f"{self.config.get('backbone')} @ {self.config.get('image_size')} px "
+                    f"shorter side, {self.metrics.get('n_normal')} normal images{shown})")
         if self.task == "detection":
             value = self.metrics.get("map50")
             shown = f"{value:.3f}" if isinstance(value, float) else "n/a"

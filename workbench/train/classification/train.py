@@ -83,6 +83,7 @@ MODES = ("auto", "probe", "finetune")
 def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode = "auto",
           folds: int | None = None, epochs: int | None = None, image_size: int | None = None,
           seed: int = 0, view: fo.DatasetView | None = None, *, task: str | None = None,
+          normal: str | None = None,
           model: str = "auto", weights: str | None = "default", resume: bool = False,
           settings: FinetuneSettings | Any | None = None, probe_c: float = DEFAULT_C,
           cancel: CancelFlag | None = None, progress: bool = True) -> ModelVersion | None:
@@ -113,8 +114,12 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         Folds, initialisation, augmentation and batch order; a CPU run is reproducible.
     view : fiftyone view of the project, optional
         Train on these samples only (still only the labelled ones).
-    task : {"classification", "detection"}, optional
-        The project's own task by default; naming the other one is an error.
+    task : {"classification", "detection", "anomaly"}, optional
+        The project's own task by default; naming the other one is an error. A
+        classification project may train ``"anomaly"``: a patch-feature memory bank of its
+        ``normal`` images only (:func:`workbench.train.anomaly.train.train_anomaly`).
+    normal : str, optional
+        ``task="anomaly"`` only: the class of good parts (``"ok"`` by default).
     model : {"auto", "retinanet"}, default "auto"
         The detector architecture (``"auto"`` is RetinaNet); classification takes only
         ``"auto"`` (its choice is ``mode``). A detection run is
@@ -149,6 +154,14 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
     """
     distributed.setup()
     task = _resolve_task(project, task, model)
+    if normal is not None and task != "anomaly":
+        raise ValueError(f"normal={normal!r} applies to task='anomaly'; a {task} model learns "
+                         "every labelled class.")
+    if task == "anomaly":
+        return _train_anomaly(project, backbone=backbone, weights=weights, mode=mode,
+                              folds=folds, epochs=epochs, image_size=image_size, seed=seed,
+                              view=view, normal=normal, resume=resume, settings=settings,
+                              progress=progress)
     if task == "detection":
         if distributed.active():
             raise ValueError("a detector trains in one process; run it without torchrun.")
@@ -181,16 +194,34 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
                                 "resume with train(..., resume=True)") from None
 
 
-TASKS = ("classification", "detection")
-MODELS = {"classification": ("auto",), "detection": ("auto", "retinanet")}
+def _train_anomaly(project: Project | str, *, mode: str, epochs: int | None, resume: bool,
+                   settings: Any, normal: str | None, **options: Any) -> ModelVersion:
+    """``task="anomaly"``: :func:`workbench.train.anomaly.train.train_anomaly`."""
+    if distributed.active():
+        raise ValueError("an anomaly model trains in one process; run it without torchrun.")
+    for name, value, default in (("mode", mode, "auto"), ("epochs", epochs, None),
+                                 ("resume", resume, False), ("settings", settings, None)):
+        if value != default:
+            raise ValueError(f"{name}={value!r} does not apply to an anomaly model (nothing "
+                             "is trained by gradient); it takes normal, backbone, weights, "
+                             "folds, image_size, seed and view.")
+    from workbench.train.anomaly.train import train_anomaly
+
+    return train_anomaly(project, normal="ok" if normal is None else normal, **options)
+
+
+TASKS = ("classification", "detection", "anomaly")
+MODELS = {"classification": ("auto",), "detection": ("auto", "retinanet"),
+          "anomaly": ("auto", "patchcore")}
 
 
 def _resolve_task(project: Project | str, task: str | None, model: str) -> str:
     """The task to train: the project's, checked against ``task`` and ``model``."""
     if task is not None and task not in TASKS:
         raise ValueError(f"task={task!r} is not one of {list(TASKS)}.")
-    if model not in MODELS["detection"]:
-        raise ValueError(f"model={model!r} is not one of {list(MODELS['detection'])}.")
+    if model not in {*MODELS["detection"], *MODELS["anomaly"]}:
+        raise ValueError(f"model={model!r} is not one of "
+                         f"{sorted({*MODELS['detection'], *MODELS['anomaly']})}.")
     own = None
     if distributed.rank() == 0:
         from workbench.store.project import Project
@@ -200,6 +231,11 @@ def _resolve_task(project: Project | str, task: str | None, model: str) -> str:
             else None
     own = distributed.broadcast(own)
     name = project if isinstance(project, str) else getattr(project, "name", project)
+    if task == "anomaly" and own == "classification":
+        if model not in MODELS["anomaly"]:
+            raise ValueError(f"model={model!r}: an anomaly version is model='auto' (a "
+                             "patch-feature memory bank, 'patchcore').")
+        return task
     if task is not None and own is not None and task != own:
         raise ValueError(f"task={task!r}, but project {name!r} is a {own} project; train it "
                          f"with task={own!r} (or leave task out).")
