@@ -37,6 +37,10 @@ def server(line_project, tmp_path_factory):
 
 def _open(page, url: str, log) -> None:
     page.goto(url + "voila/render/line.ipynb", wait_until="commit", timeout=RENDER_TIMEOUT_MS)
+    _rendered(page, log)
+
+
+def _rendered(page, log) -> None:
     try:
         page.wait_for_function(
             "() => document.querySelector('.loupe-line-status .loupe-line-fact') !== null"
@@ -55,6 +59,8 @@ def test_the_line_console_renders_remembers_the_name_and_gates_promote(line_proj
         external: list[str] = []
         context = offline_context(browser, external)
         page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
         _open(page, url, log)
         strip = page.locator(".loupe-line-status").inner_text()
         assert "Line A runs no model yet" in strip and "No training running" in strip
@@ -64,11 +70,18 @@ def test_the_line_console_renders_remembers_the_name_and_gates_promote(line_proj
         page.get_by_text(f"acting as {name}").wait_for(timeout=30_000)
 
         page.reload(wait_until="commit", timeout=RENDER_TIMEOUT_MS)  # a new visit
-        _open(page, url, log)
+        _rendered(page, log)
         # browser -> kernel -> name box: waits behind the new kernel's notebook when loaded
-        page.wait_for_function(
-            "name => document.querySelector('.loupe-name input').value === name", arg=name,
-            timeout=RENDER_TIMEOUT_MS)
+        try:
+            page.wait_for_function(
+                "name => document.querySelector('.loupe-name input').value === name",
+                arg=name, timeout=RENDER_TIMEOUT_MS)
+        except Exception as err:
+            stored = page.evaluate("() => window.localStorage.getItem('loupe.annotator')")
+            pytest.fail(f"the name did not come back ({err}); stored: {stored!r}; name box: "
+                        f"{page.locator('.loupe-name input').input_value()!r}\nconsole:\n"
+                        + "\n".join(console[-30:]) + f"\nserver output:\n{log_tail(log)}")
+        page.get_by_text(f"acting as {name}").wait_for(timeout=60_000)  # and the page says so
 
         promote = page.locator("button", has_text="Promote")
         assert promote.is_disabled()  # nothing compared yet

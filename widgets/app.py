@@ -131,8 +131,8 @@ class Workbench(widgets.VBox):
         self.annotator_box = widgets.Text(value=annotator or "", description="Your name",
                                           placeholder="needed to save edits",
                                           continuous_update=False)
-        self.memory = RememberedName()  # the name typed on an earlier visit of this browser
-        widgets.link((self.annotator_box, "value"), (self.memory, "name"))  # box first: it wins
+        # the name typed on an earlier visit of this browser (a name typed in the box wins)
+        self.memory = RememberedName().bind(self.annotator_box)
         self.refresh_button = widgets.Button(description="refresh", icon="refresh",
                                              tooltip="re-read the project: others' decisions, "
                                                      "new versions, the latest drift check")
