@@ -3,9 +3,11 @@ on small generated surfaces of several sizes and modes (a real backbone, a real 
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,3 +119,149 @@ def test_bad_input_gets_specific_errors(surfaces, tmp_path):
     broken.write_bytes(b"not a png at all")
     with pytest.raises(ValueError, match=r"broken\.png.*cannot be read as an image"):
         mv.predict([str(broken)], progress=False)
+
+
+def test_an_exported_anomaly_model_scores_and_maps_like_the_version(surfaces, tmp_path,
+                                                                     monkeypatch, capsys):
+    from loupe_edge.anomaly import EdgeAnomaly
+    from loupe_edge.predictor import main as edge_main
+
+    from workbench.deploy import anomaly_export
+
+    p, folder = surfaces
+    mv = wb.train(p, task="anomaly", image_size=64, progress=False)
+    new = sorted(str(f) for f in (folder / "new").iterdir())
+    expected = mv.predict(new, progress=False)
+    for format, suffix in (("onnx", ".onnx"), ("torchscript", ".pt")):
+        path = wb.export(mv, format, tmp_path / f"ad{suffix}")
+        edge = wb.EdgePredictor(path)  # the line's loader picks the anomaly predictor
+        assert isinstance(edge, EdgeAnomaly) and edge.normal == "ok"
+        assert edge.threshold == pytest.approx(mv.metrics["threshold"])
+        got = edge.predict(new, heatmaps=True)
+        np.testing.assert_allclose([row["anomaly_score"] for row in got],
+                                   expected["anomaly_score"], rtol=1e-4)
+        assert [row["label"] for row in got] == expected["label"].tolist()
+        scratched = new[[Path(f).name for f in new].index("scratch4.png")]
+        np.testing.assert_allclose(got[new.index(scratched)]["heatmap"],
+                                   mv.heatmap(scratched), rtol=1e-3, atol=1e-3)
+    # from a shell: one JSON line per image, a corrupt image named with exit status 1
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG but not really")
+    assert edge_main([str(tmp_path / "ad.onnx"), new[0], str(broken)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert '"anomaly_score"' in lines[0] and "broken.png" in lines[1]
+    # a bank larger than the stated limit: said so, how to coreset it down, nothing written
+    monkeypatch.setattr(anomaly_export, "MAX_EXPORT_PATCHES", len(mv.anomaly.bank) - 1)
+    with pytest.raises(wb.LoupeError, match=r"memory bank holds .* at most .*coreset="):
+        wb.export(mv, "onnx", tmp_path / "too-big.onnx")
+    assert not (tmp_path / "too-big.onnx").exists()
+
+
+def test_the_anomaly_demo_starts_from_good_parts_and_finds_a_defect_labelled_good():
+    from workbench.demo import create_demo_project
+
+    p = create_demo_project(f"anomaly-demo-{os.getpid()}", n_per_class=12, size=64,
+                            task="anomaly", overwrite=True)
+    try:
+        frame = p.to_pandas()
+        truth = dict(zip(*p.dataset.values(["id", "demo_truth"]), strict=True))
+        labelled = frame[frame["label"].notna()]
+        assert set(labelled["label"]) == {"ok"} and len(labelled) == 12  # good parts only
+        assert {truth[s] for s in frame.loc[frame["label"].isna(), "sample_id"]} == {
+            "scratch", "dent", "pit_mark", "discoloration"}  # defects unlabelled, truth kept
+        first = wb.train(p, task="anomaly", image_size=64, progress=False)
+        unlabelled = frame[frame["label"].isna()]
+        scores = first.predict(unlabelled["filepath"].tolist(), progress=False)
+        assert (scores["label"] == "anomaly").mean() >= 0.75  # most defects flagged
+        # a defect filed as a good part by mistake: the next version's issues put it first
+        wrong = unlabelled["sample_id"].iloc[int(scores["anomaly_score"].to_numpy().argmax())]
+        p.annotate(wrong, "ok", annotator="erin")
+        second = wb.train(p, task="anomaly", image_size=64, progress=False)
+        issues = wb.label_issues(p, second)
+        assert len(issues) == 13 and set(issues["given"]) == {"ok"}
+        assert issues["sample_id"].iloc[0] == wrong and bool(issues["is_issue"].iloc[0])
+        assert issues["suggested"].iloc[0] == "anomaly" and issues["rank"].iloc[0] == 1
+        assert issues["anomaly_score"].is_monotonic_decreasing
+    finally:
+        wb.delete_project(p.name)
+
+
+def test_an_anomaly_version_goes_through_the_gate_to_the_line(tmp_path):
+    """Frozen set with a few labelled defects, gate, promotion, and the line's inspector
+    rejecting a defect by its anomaly score."""
+    from loupe_edge import Inspector
+
+    from workbench.demo import create_demo_project
+    from workbench.deploy import line_state
+
+    p = create_demo_project(f"anomaly-line-{os.getpid()}", n_per_class=16, size=64,
+                            task="anomaly", overwrite=True)
+    try:
+        ids, truth, labels = p.dataset.values(["id", "demo_truth", "ground_truth.label"])
+        defects = [s for s, t, given in zip(ids, truth, labels, strict=True)
+                   if given is None and t != "ok"]
+        for sid in defects[::6]:  # 11 defects labelled with their truth
+            p.annotate(sid, truth[ids.index(sid)], annotator="erin")
+        frozen = p.freeze_eval(fraction=0.25, annotator="erin")
+        assert len(frozen) >= 5
+        mv = wb.train(p, task="anomaly", image_size=64, progress=False)
+        assert not set(mv.snapshot()["sample_id"]) & set(frozen)  # never trained on them
+        report = wb.gate(p, mv, line="A")
+        checks = report.checks.set_index("check")
+        assert bool(checks.loc["onnx_parity", "passed"]), checks.loc["onnx_parity", "detail"]
+        assert checks.loc["onnx_parity", "figure"] <= 1e-4  # relative score difference
+        assert report.passed, report.summary()
+        # the frozen defects count as "anomaly": the version is scored as the line runs it
+        assert checks.loc["accuracy", "figure"] >= 0.6, checks.loc["accuracy", "detail"]
+        deployment = wb.promote(p, mv, line="A", annotator="erin")
+        assert deployment.version == mv.name
+        inspector = Inspector(line_state.root(p.folder), "A")
+        scores = mv.predict([p.dataset[s].filepath for s in defects[1:4]], progress=False)
+        worst = defects[1:4][int(scores["anomaly_score"].to_numpy().argmax())]
+        verdict = inspector.inspect_bytes(Path(p.dataset[worst].filepath).read_bytes())
+        assert verdict["version"] == mv.name and verdict["decision"] == "reject"
+        assert verdict["label"] == "anomaly"
+        assert verdict["anomaly_score"] == pytest.approx(float(scores["anomaly_score"].max()),
+                                                         rel=1e-4)
+        # drift against what it learned from: the good parts
+        batch = [p.dataset[s].filepath for s in defects[:12]]
+        drift = wb.drift(p, mv, batch, write=False)
+        assert set(drift.per_image["label"]) <= {"ok", "anomaly"}
+        assert drift.n_images == 12
+    finally:
+        wb.delete_project(p.name)
+
+
+def test_the_anomaly_map_shows_the_worst_first_with_its_patch_and_the_nearest_normal(
+        surfaces):
+    from widgets import AnomalyMap
+
+    p, folder = surfaces
+    mv = wb.train(p, task="anomaly", normal="ok", image_size=96, progress=False)
+    scratched = str(folder / "new" / "scratch4.png")
+    found = mv.nearest_normal(scratched)
+    x0, y0, x1, y1 = found["box"]  # the worst patch covers the planted scratch
+    assert x0 <= 43 and x1 >= 40 and y0 <= 120 and y1 >= 60
+    assert found["score"] == pytest.approx(float(mv.predict([scratched], progress=False)
+                                                 ["anomaly_score"].iloc[0]), rel=1e-5)
+    assert Path(found["normal_filepath"]).parent.name == "ok"
+    nx0, ny0, nx1, ny1 = found["normal_box"]
+    assert 0 <= nx0 < nx1 and 0 <= ny0 < ny1
+
+    new = sorted(str(f) for f in (folder / "new").iterdir())
+    shown = AnomalyMap(mv, new)
+    scores = shown.frame["anomaly_score"].tolist()
+    assert scores == sorted(scores, reverse=True) and len(scores) == 4
+    assert Path(shown.current["filepath"]).name.startswith("scratch")  # worst first
+    assert "anomaly" in shown.header.value and shown.previous.disabled
+    with_heat = shown.picture.value
+    shown.toggle.value = False  # the overlay off: the picture changes, the image stays
+    assert shown.picture.value != with_heat and shown.index == 0
+    shown.next.click()
+    assert shown.index == 1 and "image 2 of 4" in shown.header.value
+    for _ in range(5):
+        shown.next.click()
+    assert shown.index == 3 and shown.next.disabled
+    assert Image.open(io.BytesIO(shown.normal.value)).width == 160
+    with pytest.raises(ValueError, match="anomaly version"):
+        AnomalyMap(wb.train(p, mode="probe", folds=2, image_size=32, progress=False))

@@ -29,7 +29,7 @@ VERSION_NAMES = {"version", "baseline", "model"}
 #: What a parameter annotated as a project may be called.
 PROJECT_NAMES = {"project", "source"}
 #: Widgets that only show (every other widget stores what a person decides).
-READ_ONLY_WIDGETS = {"DriftBanner", "ProjectOverview", "RememberedName",
+READ_ONLY_WIDGETS = {"AnomalyMap", "DriftBanner", "ProjectOverview", "RememberedName",
                      "ReviewCurve"}
 
 

@@ -6,6 +6,7 @@ This stub is the one list: type checkers and IDEs read it, and ``__init__.py`` b
 from ._base.name_memory import RememberedName
 from ._base.palette import label_colors
 from ._base.review_queue import ReviewQueue
+from .analyse.anomaly_map import AnomalyMap
 from .analyse.box_confusion import BoxConfusionDrilldown
 from .analyse.compare import ModelCompare
 from .analyse.confusion import ConfusionDrilldown
@@ -27,6 +28,7 @@ from .overview import ProjectOverview
 
 __all__ = [
     "AgreementReview",
+    "AnomalyMap",
     "BoxConfusionDrilldown",
     "BoxIssueQueue",
     "BoxLabeler",

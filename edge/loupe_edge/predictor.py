@@ -41,6 +41,8 @@ FORMAT_VERSION = 1
 #: Version it writes for box detectors (``"task": "detection"``; older predictors refuse
 #: them by this number). This module reads both.
 DETECTION_FORMAT_VERSION = 2
+#: Newest metadata layout this module reads (3: anomaly models, ``loupe_edge.anomaly``).
+NEWEST_FORMAT_VERSION = 3
 
 _ONNX_SUFFIXES = (".onnx",)
 _TORCHSCRIPT_SUFFIXES = (".pt", ".ts")
@@ -137,9 +139,9 @@ def _parse_metadata(raw: str | None, path: Path) -> dict[str, Any]:
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if not isinstance(version, int):
         raise ValueError(f"{str(path)!r}: its Loupe metadata has no format_version. {hint}")
-    if version > DETECTION_FORMAT_VERSION:
+    if version > NEWEST_FORMAT_VERSION:
         raise ValueError(f"{str(path)!r} was exported in format {version}; this loupe-edge "
-                         f"reads format {DETECTION_FORMAT_VERSION} at most. Install the "
+                         f"reads format {NEWEST_FORMAT_VERSION} at most. Install the "
                          "loupe-edge of the Loupe that exported the model.")
     classes = meta.get("classes")
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
@@ -164,8 +166,24 @@ def _task(metadata: dict[str, Any]) -> str:
     return str(metadata.get("task") or "classification")
 
 
+def _predictor(opened: tuple[Path, Runner, dict[str, Any]]) -> EdgePredictor:
+    """A new, not yet initialised predictor for an opened file: an ``EdgeAnomaly`` for an
+    anomaly export, an :class:`EdgePredictor` otherwise (``__init__`` reuses ``opened``)."""
+    kind: type = EdgePredictor
+    if _task(opened[2]) == "anomaly":
+        from loupe_edge.anomaly import EdgeAnomaly
+
+        kind = EdgeAnomaly
+    predictor = object.__new__(kind)
+    predictor._opened = opened
+    return predictor
+
+
 class EdgePredictor:
     """An exported model, loaded with its class names, ready to label image files.
+
+    An anomaly export (``wb.train(p, task="anomaly")``) gives a
+    ``loupe_edge.anomaly.EdgeAnomaly``: scores, ok/anomaly labels and heatmaps.
 
     Parameters
     ----------
@@ -197,8 +215,15 @@ class EdgePredictor:
         An unknown suffix, an unreadable model, or a model that is not a Loupe export.
     """
 
+    def __new__(cls, path: PathLike, *, providers: Sequence[str] | None = None
+                ) -> EdgePredictor:
+        if cls is not EdgePredictor:
+            return super().__new__(cls)
+        return _predictor(_open(path, providers))
+
     def __init__(self, path: PathLike, *, providers: Sequence[str] | None = None) -> None:
-        self.path, self._run, self.metadata = _open(path, providers)
+        opened = self.__dict__.pop("_opened", None)  # set by _predictor
+        self.path, self._run, self.metadata = opened or _open(path, providers)
         if _task(self.metadata) != "classification":
             raise ValueError(f"{str(self.path)!r} is a box detector, not a classifier; load it "
                              "with EdgeDetector.")
@@ -457,10 +482,14 @@ class EdgeDetector:
 
 def load_model(path: PathLike, *, providers: Sequence[str] | None = None
                ) -> EdgePredictor | EdgeDetector:
-    """An :class:`EdgePredictor` or an :class:`EdgeDetector`, as the file's metadata says."""
-    _, _, metadata = _open(path, providers)
-    kind = EdgeDetector if _task(metadata) == "detection" else EdgePredictor
-    return kind(path, providers=providers)
+    """An :class:`EdgePredictor`, an :class:`EdgeDetector` or an anomaly model
+    (``loupe_edge.anomaly.EdgeAnomaly``), as the file's metadata says."""
+    opened = _open(path, providers)
+    if _task(opened[2]) == "detection":
+        return EdgeDetector(path, providers=providers)
+    predictor = _predictor(opened)
+    predictor.__init__(path, providers=providers)
+    return predictor
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -487,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["DETECTION_FORMAT_VERSION", "EXTRA_FILE", "FORMAT_VERSION", "METADATA_KEY",
+           "NEWEST_FORMAT_VERSION",
            "EdgeDetector", "EdgePredictor", "load_model", "main", "postprocess_detections",
            "read_rgb"]
 

@@ -104,6 +104,14 @@ class LineModel:
             return {**base, "label": top["label"] if top else None,
                     "confidence": top["confidence"] if top else None, "boxes": boxes,
                     "decision": "reject" if reject else "accept"}, props
+        if getattr(self.model, "normal", None) is not None:  # an anomaly model
+            score = float(self.model.predict_pixels(pixels[None])[0])
+            flagged = score >= self.model.threshold
+            return {**base, "label": "anomaly" if flagged else self.model.normal,
+                    "confidence": min(1.0, abs(score - self.model.threshold)
+                                      / max(self.model.threshold, 1e-12)),
+                    "anomaly_score": score, "threshold": self.model.threshold,
+                    "decision": "reject" if flagged else "accept"}, props
         probabilities = self.model.predict_pixels(pixels[None])[0]
         classes = list(self.model.classes)
         best = int(np.argmax(probabilities))

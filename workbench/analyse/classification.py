@@ -157,7 +157,9 @@ def label_issues(project: Project | str, version: ModelVersion | str | None = No
     nearest-neighbour vote (``neighbours``); both extra estimates use the version's folds
     and backbone, from the project's embedding cache (the first call embeds; later calls
     read). Identical images with different labels are issues whatever the model says.
-    Samples whose current label is a class the version does not know are left out.
+    Samples whose current label is a class the version does not know are left out. On an
+    anomaly version: the labelled-normal images ranked by their out-of-fold anomaly score
+    (:func:`workbench.analyse.anomaly.anomaly_label_issues`).
 
     Returns
     -------
@@ -167,6 +169,10 @@ def label_issues(project: Project | str, version: ModelVersion | str | None = No
         ``n_annotators``. Stored as run ``label_issues_<version>`` when ``write``.
     """
     project, version = resolve(project, version)
+    if version.task == "anomaly":  # "is this part really good?": normals by their score
+        from workbench.analyse.anomaly import anomaly_label_issues
+
+        return anomaly_label_issues(project, version, write=write)
     if version.metrics.get("evaluated_on") != "out-of-fold":
         raise ProjectError(f"label issues need out-of-fold predictions; {version.name!r} was "
                            "validated on a split. Train with folds: wb.train(p, folds=5).")
@@ -193,6 +199,14 @@ def label_issues(project: Project | str, version: ModelVersion | str | None = No
                                         classes=classes, conflicts=conflicts)
     extra = frame.set_index("sample_id")
     result.insert(1, "filepath", result["sample_id"].map(extra["filepath"]))
+    return finish_issues(project, version, result, write=write,
+                         config={"version": version.name, "tta": tta, "neighbours": neighbours})
+
+
+def finish_issues(project: Project, version: ModelVersion, result: pd.DataFrame, *,
+                  write: bool, config: dict) -> pd.DataFrame:
+    """Add ``n_annotators`` to ranked issues, note the version, and store them as run
+    ``label_issues_<version>`` when ``write``."""
     annotators = store.histories(project.dataset, list(result["sample_id"]))
     result["n_annotators"] = [len({e["annotator"] for e in annotators[s]})
                               for s in result["sample_id"]]
@@ -204,8 +218,7 @@ def label_issues(project: Project | str, version: ModelVersion | str | None = No
                             "is_issue": bool(row.is_issue), "rank": int(row.rank),
                             "reason": row.reason}
             for row in result.itertuples(index=False)},
-            method="label_issues", config={"version": version.name, "tta": tta,
-                                           "neighbours": neighbours})
+            method="label_issues", config=config)
     return result
 
 

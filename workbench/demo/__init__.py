@@ -240,8 +240,12 @@ def create_demo_project(name: str = "demo", n_per_class: int = 40, seed: int = 0
         Images per class (200 in all by default).
     seed : int
         Everything (images, slices, annotator mistakes) follows from it.
-    task : {"classification", "detection"}
+    task : {"classification", "detection", "anomaly"}
         ``classification``: three annotators label each image (see the module notes).
+        ``anomaly``: a first day at the line, good parts only: the ``ok`` images are
+        labelled ``ok`` by one annotator, ``inspector``; the defect images are imported
+        unlabelled (the project still lists every class, for when they get labelled); the
+        truth of every image is in ``demo_truth``; no duplicates.
         ``detection``: the same images with a box around each painted defect (``ok``
         images have none); one annotator, ``inspector``, whose boxes are the truth except
         a few planted mistakes (see :func:`plant_box_mistakes`, kind per image in
@@ -257,19 +261,26 @@ def create_demo_project(name: str = "demo", n_per_class: int = 40, seed: int = 0
     """
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")
-    if task not in ("classification", "detection"):
-        raise ValueError(f"task={task!r} is not known; choose 'classification' or 'detection'")
+    if task not in ("classification", "detection", "anomaly"):
+        raise ValueError(f"task={task!r} is not known; choose 'classification', 'detection' "
+                         "or 'anomaly'")
     if task == "detection":
         return _create_detection_demo(name, n_per_class, seed, overwrite=overwrite, size=size,
                                       duplicates=duplicates, progress=progress)
     project = Project.create(name, classes=CLASSES, overwrite=overwrite)
-    table = demo_table(n_per_class=n_per_class, seed=seed, duplicates=duplicates)
+    table = demo_table(n_per_class=n_per_class, seed=seed,
+                       duplicates=0 if task == "anomaly" else duplicates)
     image_dir = project.folder / "demo_images"
     write_demo_images(image_dir, table, seed=seed, size=size)
     rows = [
         {"filepath": f"{r['demo_truth']}/{r['filename']}", "label": r[who], "annotator": who,
          "line": r["line"], "camera": r["camera"], "lighting": r["lighting"]}
         for r in table.to_dict("records") for who in ANNOTATORS
+    ] if task == "classification" else [
+        {"filepath": f"{r['demo_truth']}/{r['filename']}",
+         "label": "ok" if r["demo_truth"] == "ok" else "", "annotator": INSPECTOR,
+         "line": r["line"], "camera": r["camera"], "lighting": r["lighting"]}
+        for r in table.to_dict("records")
     ]
     csv_path = image_dir / "labels.csv"
     pd.DataFrame(rows).to_csv(csv_path, index=False)

@@ -221,6 +221,12 @@ def _model_metadata(path: Path, candidate: ModelVersion) -> dict[str, Any]:
 
     loader = EdgeDetector if candidate.task == "detection" else EdgePredictor
     meta = loader(path).metadata
+    if candidate.task == "anomaly":  # resized outside the graph, keeping the aspect ratio
+        settings = candidate.anomaly.settings
+        return {"image_size": meta.get("image_size"), "input": meta.get("input"),
+                "mean": list(settings.mean), "std": list(settings.std),
+                "inside_the_graph": False, "decoding": None,
+                "threshold": meta.get("threshold"), "normal": meta.get("normal")}
     network = candidate.detector if candidate.task == "detection" else candidate.classifier
     return {"image_size": meta.get("image_size"), "input": meta.get("input"),
             "mean": np.asarray(network.mean).flatten().tolist(),
@@ -256,6 +262,8 @@ def _reference(project: Project, candidate: ModelVersion) -> dict[str, Any]:
     from workbench.store import _db as database
 
     snapshot = candidate.snapshot()
+    if candidate.task == "anomaly":  # it learned from the normal images only (fold >= 0)
+        snapshot = snapshot[snapshot["fold"] >= 0]
     synthetic = set(project.dataset.match_tags(database.SYNTHETIC_TAG).values("id"))
     snapshot = snapshot[~snapshot["sample_id"].isin(synthetic)]
     rows, paths, labels = [], [], []

@@ -285,8 +285,11 @@ def export(version: object, format: ExportFormat, path: str | os.PathLike[str]) 
     Parameters
     ----------
     version : ModelVersion, Classifier or Detector
-        A trained model version (anything with a ``.classifier``, or a detection version
-        with a ``.detector``; its ``name``, ``project_name`` and ``config`` are recorded),
+        A trained model version (anything with a ``.classifier``, a detection version
+        with a ``.detector``, or an anomaly version: its backbone and normal patch bank,
+        read by ``EdgePredictor`` as an ``EdgeAnomaly``, see
+        :mod:`workbench.deploy.anomaly_export`; its ``name``, ``project_name`` and
+        ``config`` are recorded),
         a bare :class:`~workbench.train.classification.network.Classifier` or a bare
         :class:`~workbench.train.detection.retinanet.Detector`. It is copied, never modified. A
         detector's
@@ -319,6 +322,8 @@ def export(version: object, format: ExportFormat, path: str | os.PathLike[str]) 
     """
     if format not in _WRITERS:
         raise ValueError(f"format={format!r} is not one of {list(_WRITERS)}.")
+    if getattr(version, "task", None) == "anomaly":
+        return _export(version, None, format, path)
     from workbench.train.detection.retinanet import Detector
 
     detector = version.detector if getattr(version, "task", None) == "detection" else version
@@ -333,7 +338,7 @@ def export(version: object, format: ExportFormat, path: str | os.PathLike[str]) 
     return _export(version, classifier, format, path)
 
 
-def _export(model: object, network: torch.nn.Module, format: str,
+def _export(model: object, network: torch.nn.Module | None, format: str,
             path: str | os.PathLike[str]) -> Path:
     path = Path(path).expanduser()
     if path.suffix.lower() not in SUFFIXES[format]:
@@ -343,6 +348,15 @@ def _export(model: object, network: torch.nn.Module, format: str,
     remove_stale(path.parent)  # what a killed export left in this folder
     # Same folder, same suffix: os.replace is atomic and the check loads it like the target.
     partial = partial_path(path, keep_suffix=True)
+    if network is None:  # an anomaly version: its graph is built from the version
+        from workbench.deploy.anomaly_export import export_anomaly
+
+        try:
+            export_anomaly(model, format, path, partial)
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+        return path
     if not isinstance(network, Classifier):
         try:
             _export_detector(model, network, format, path, partial)

@@ -19,6 +19,10 @@ Checks, each a row of ``g.checks``:
 - ``onnx_parity`` and ``edge_predictor``: the ONNX export agrees with the model and the file
   loads and answers in the line-side predictor. These two cannot be forced.
 
+An anomaly candidate (``task="anomaly"``) answers its normal class or ``"anomaly"``: the
+frozen and golden references of every other class count as ``"anomaly"``, and its parity
+is the relative difference of anomaly scores.
+
 Candidate figures come from the exported file, as the line will run it.
 """
 
@@ -173,8 +177,8 @@ def evaluate(project: Project, candidate: ModelVersion, baseline: ModelVersion |
     promotion ships that file). ``deployment_id``: the current deployment the decision is
     taken against (default: the line's current one, read now)."""
     champion, champion_file, champion_dep = _champion(project, baseline, line, deployment_id)
-    frozen = eval_sets.references(project, "frozen")
-    golden = eval_sets.references(project, "golden")
+    frozen = _as_anomaly(candidate, eval_sets.references(project, "frozen"))
+    golden = _as_anomaly(candidate, eval_sets.references(project, "golden"))
     rows = [_frozen_check(frozen), _unseen_check(candidate, frozen, golden),
             _classes_check(candidate, champion)]
     exported, export_rows = _export(candidate, model_path, [*frozen, *golden], project)
@@ -206,6 +210,15 @@ def evaluate(project: Project, candidate: ModelVersion, baseline: ModelVersion |
                       checks=pd.DataFrame(rows, columns=CHECK_COLUMNS),
                       comparison=comparison if champion is not None else pd.DataFrame(),
                       golden_results=golden_results, time=now().isoformat())
+
+
+def _as_anomaly(candidate: ModelVersion, references: dict[str, Any]) -> dict[str, Any]:
+    """An anomaly candidate answers the normal class or "anomaly": every other reference
+    class counts as "anomaly" (so ``recall:anomaly`` is the share of defects caught)."""
+    if candidate.task != "anomaly":
+        return references
+    normal = candidate.config["normal"]
+    return {s: label if label == normal else "anomaly" for s, label in references.items()}
 
 
 def _champion(project: Project, baseline: ModelVersion | str | None, line: str,
@@ -278,6 +291,13 @@ def _export(candidate: ModelVersion, model_path: Path, ids: list[str],
         if candidate.task == "detection":
             answers = EdgeDetector(model_path).predict(paths) if paths else []
             worst = 0.0  # export compared raw scores and boxes, and decoded boxes
+        elif candidate.task == "anomaly":  # scores, relative to the version's own
+            answers = EdgePredictor(model_path).predict(paths) if paths else []
+            inside = (candidate.predict(paths, progress=False)["anomaly_score"].to_numpy()
+                      if paths else np.empty(0))
+            got = np.array([a["anomaly_score"] for a in answers], dtype=float)
+            worst = float((np.abs(got - inside) / np.maximum(np.abs(inside), 1e-12)).max()
+                          ) if paths else 0.0
         else:
             edge = EdgePredictor(model_path)
             answers = edge.predict_proba(paths) if paths else np.empty((0, 0))
@@ -305,6 +325,8 @@ def _predictor(version: ModelVersion, model_path: Path | None):
             return []
         if model_path is not None:
             edge = EdgePredictor(model_path)
+            if version.task == "anomaly":
+                return [answer["label"] for answer in edge.predict(paths)]
             probs = edge.predict_proba(paths)
             return [edge.classes[i] for i in probs.argmax(axis=1)]
         return list(version.predict(paths, progress=False)["label"])

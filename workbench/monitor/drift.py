@@ -364,6 +364,8 @@ def _reference(project: Project, version: ModelVersion, *, progress: bool) -> di
                         "modes": [str(m) for m in saved["modes"]],
                         "labels": [str(x) for x in saved["labels"]]}
     snapshot = version.snapshot()
+    if version.task == "anomaly":  # it learned from the normal images only (fold >= 0)
+        snapshot = snapshot[snapshot["fold"] >= 0]
     synthetic = set(project.dataset.match_tags(database.SYNTHETIC_TAG).values("id"))
     snapshot = snapshot[~snapshot["sample_id"].isin(synthetic)]
     measured = [_measure(p) for p in snapshot["filepath"]]

@@ -336,6 +336,25 @@ class ModelVersion:
         image is: float32, the image's own height x width (the score's units)."""
         return self.anomaly.heatmap(path)
 
+    def nearest_normal(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """An anomaly version's explanation of an image's score: its highest-scoring patch
+        (``score``, ``box`` as x0, y0, x1, y1 pixels) and the normal image patch nearest to
+        it (``normal_filepath``, ``normal_box``; None for a version saved without them)."""
+        from workbench.train.anomaly.model import open_image, patch_box
+        from workbench.train.anomaly.patchcore import patch_map
+
+        model = self.anomaly
+        found = model.worst_patch(open_image(path))
+        found["normal_filepath"] = found["normal_box"] = None
+        if "source_row" in found:
+            filepath = str(self.snapshot()["filepath"].iloc[found.pop("source_row")])
+            sy, sx = found.pop("source_patch")
+            normal = open_image(filepath)
+            grid = patch_map(model.features, normal, model.settings).shape[:2]
+            found["normal_filepath"] = filepath
+            found["normal_box"] = patch_box(normal.size, grid, sy, sx)
+        return found
+
     def _anomaly_frame(self, ids: list[str] | None, paths: list[str], *,
                        progress: bool) -> pd.DataFrame:
         from workbench.train.anomaly.patchcore import heatmap, heatmap_png

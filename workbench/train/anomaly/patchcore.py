@@ -10,7 +10,8 @@ and 16 and 0.84 for strides 4 and 8; ``docs/benchmarks.md``).
 Training keeps a greedy coreset of the normal images' patches; a patch's anomaly score is
 its distance to the nearest kept patch (scikit-learn's exact search), an image's score is
 its highest patch score, and the heatmap is the patch scores resized to the image and
-smoothed.
+smoothed. Resizing and the heatmap are ``loupe_edge.anomaly``'s, so that an exported model
+on the line computes them the same way.
 
 Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022.
 """
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from loupe_edge.anomaly import STRIDE, heatmap, resize_keeping_aspect
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 from sklearn.neighbors import NearestNeighbors
 from torch import nn
 from torch.nn import functional
@@ -31,12 +32,8 @@ from torch.nn import functional
 #: Indices of the backbone's intermediate feature maps that make a patch vector
 #: (timm ``forward_intermediates``: for EfficientNet-Lite, strides 16 and 32).
 FEATURE_INDICES = (3, 4)
-#: Images are resized so that their height is a multiple of this (the deepest stride used).
-STRIDE = 32
 #: Dimensions of the random projection that only *chooses* the coreset.
 PROJECTION_DIMS = 64
-#: Standard deviation, in pixels of the original image, of the heatmap's smoothing.
-SMOOTHING_PX = 4
 
 
 @dataclass(frozen=True)
@@ -48,19 +45,6 @@ class PatchSettings:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     indices: tuple[int, ...] = FEATURE_INDICES
-
-
-def resize_keeping_aspect(image: Image.Image, side: int) -> Image.Image:
-    """``image`` in RGB with its *shorter* side at ``side`` pixels and the longer one scaled
-    alike, both rounded to a multiple of :data:`STRIDE`."""
-    image = image.convert("RGB")
-    scale = side / min(image.width, image.height)
-
-    def rounded(n: int) -> int:
-        return max(STRIDE, round(n * scale / STRIDE) * STRIDE)
-
-    return image.resize((rounded(image.width), rounded(image.height)),
-                        Image.Resampling.BILINEAR)
 
 
 def to_tensor(image: Image.Image, settings: PatchSettings) -> torch.Tensor:
@@ -156,19 +140,15 @@ class PatchBank:
 
     def distances(self, patches: np.ndarray) -> np.ndarray:
         """Distance of each patch vector (h, w, C) to its nearest kept patch: (h, w)."""
+        return self.nearest(patches)[0]
+
+    def nearest(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance of each patch vector (h, w, C) to its nearest kept patch, and that
+        patch's row in the bank: two (h, w) arrays."""
         h, w, c = patches.shape
-        found, _ = self._search.kneighbors(patches.reshape(-1, c))
-        return found[:, 0].reshape(h, w).astype(np.float32)
-
-
-def heatmap(distances: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Patch distances (h, w) as a float32 map of ``size`` = (width, height), resized
-    bilinearly and smoothed with a Gaussian of :data:`SMOOTHING_PX` pixels."""
-    width, height = size
-    grid = torch.from_numpy(np.ascontiguousarray(distances, dtype=np.float32))[None, None]
-    resized = functional.interpolate(grid, size=(height, width), mode="bilinear",
-                            align_corners=False)[0, 0].numpy()
-    return gaussian_filter(resized, SMOOTHING_PX).astype(np.float32)
+        found, index = self._search.kneighbors(patches.reshape(-1, c))
+        return (found[:, 0].reshape(h, w).astype(np.float32),
+                index[:, 0].reshape(h, w).astype(np.int64))
 
 
 def heatmap_png(values: np.ndarray, path: str, *, top: float) -> None:
@@ -178,5 +158,6 @@ def heatmap_png(values: np.ndarray, path: str, *, top: float) -> None:
     Image.fromarray(scaled.astype(np.uint8), mode="L").save(path)
 
 
-__all__ = ["FEATURE_INDICES", "PatchBank", "PatchFeatures", "PatchSettings", "greedy_coreset",
-           "heatmap", "heatmap_png", "patch_map", "resize_keeping_aspect", "to_tensor"]
+__all__ = ["FEATURE_INDICES", "STRIDE", "PatchBank", "PatchFeatures", "PatchSettings",
+           "greedy_coreset", "heatmap", "heatmap_png", "patch_map", "resize_keeping_aspect",
+           "to_tensor"]

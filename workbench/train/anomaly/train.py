@@ -121,6 +121,7 @@ def train_anomaly(project: Any, *, normal: str | None = "ok",
     normals = np.flatnonzero(is_normal)
     vectors = np.concatenate([maps[i].reshape(-1, maps[i].shape[-1]) for i in normals])
     owner = np.concatenate([np.full(maps[i].shape[0] * maps[i].shape[1], i) for i in normals])
+    where = np.concatenate([np.indices(maps[i].shape[:2]).reshape(2, -1).T for i in normals])
     kept = greedy_coreset(vectors, coreset, seed=seed, most=MOST_PATCHES)
     fold = np.full(len(samples), -1, dtype=int)
     splitter = KFold(n_splits=min(folds, len(normals)), shuffle=True, random_state=seed)
@@ -134,7 +135,7 @@ def train_anomaly(project: Any, *, normal: str | None = "ok",
     oof = scores[normals]
     threshold = float(np.quantile(oof, 1 - false_reject_rate))
     model = AnomalyModel(features, PatchBank(vectors[kept]), settings, threshold=threshold,
-                         normal=normal)
+                         normal=normal, source=np.column_stack([owner[kept], where[kept]]))
     defects = np.flatnonzero(~is_normal)
     for i in defects:
         scores[i] = model.bank.distances(maps[i]).max()
