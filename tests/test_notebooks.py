@@ -19,8 +19,9 @@ TUTORIALS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT_S = 600
 
 
-def test_the_seven_tutorials_are_there():
-    assert [path.name[:2] for path in TUTORIALS] == ["01", "02", "03", "04", "05", "06", "07"]
+def test_the_eight_tutorials_are_there():
+    assert [path.name[:2] for path in TUTORIALS] == ["01", "02", "03", "04", "05", "06", "07",
+                                                     "08"]
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.rglob("*.ipynb")),
