@@ -3,6 +3,10 @@
 The variables are set in ``pytest_configure``, before any test module imports FiftyOne, and
 are inherited by subprocesses (CLI, Voila, second-process tests). The user's
 ``~/.fiftyone`` and ``~/.loupe`` are never touched.
+
+``LOUPE_TEST_DATABASE_URI=mongodb://127.0.0.1:PORT`` runs the session against a MongoDB
+you started (an empty one): a second session beside a running one would otherwise attach
+to the first one's database service.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ def pytest_configure(config: pytest.Config) -> None:
     _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="loupe-tests-"))
     os.environ["FIFTYONE_DATABASE_DIR"] = str(_SESSION_ROOT / "fiftyone-db")
     os.environ["LOUPE_HOME"] = str(_SESSION_ROOT / "loupe-home")
-    os.environ.pop("FIFTYONE_DATABASE_URI", None)
+    own = os.environ.get("LOUPE_TEST_DATABASE_URI")
+    if own:
+        os.environ["FIFTYONE_DATABASE_URI"] = own
+    else:
+        os.environ.pop("FIFTYONE_DATABASE_URI", None)
     os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
     os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 

@@ -200,7 +200,7 @@ def test_an_anomaly_version_goes_through_the_gate_to_the_line(tmp_path):
         ids, truth, labels = p.dataset.values(["id", "demo_truth", "ground_truth.label"])
         defects = [s for s, t, given in zip(ids, truth, labels, strict=True)
                    if given is None and t != "ok"]
-        for sid in defects[::6]:  # 11 defects labelled with their truth
+        for sid in defects[::4]:  # 16 defects labelled with their truth
             p.annotate(sid, truth[ids.index(sid)], annotator="erin")
         frozen = p.freeze_eval(fraction=0.25, annotator="erin")
         assert len(frozen) >= 5
@@ -213,14 +213,26 @@ def test_an_anomaly_version_goes_through_the_gate_to_the_line(tmp_path):
         assert report.passed, report.summary()
         # the frozen defects count as "anomaly": the version is scored as the line runs it
         assert checks.loc["accuracy", "figure"] >= 0.6, checks.loc["accuracy", "detail"]
+        # with labelled defects, the threshold by the cost of each mistake
+        point = wb.operating_point(p, mv, costs={"escape": 50, "false_reject": 1},
+                                   annotator="erin")
+        assert point.task == "anomaly" and point.n_defect >= 8 and 0 < point.threshold < 1
+        limit = point.anomaly_score_threshold
+        assert limit == pytest.approx(mv.metrics["threshold"] * point.threshold
+                                      / (1 - point.threshold))
+        decided = point.decide(mv.predict([p.dataset[s].filepath for s in defects[:8]],
+                                          progress=False))
+        assert ((decided["decision"] == "reject")
+                == (decided["anomaly_score"] >= limit)).all()
         deployment = wb.promote(p, mv, line="A", annotator="erin")
         assert deployment.version == mv.name
         inspector = Inspector(line_state.root(p.folder), "A")
         scores = mv.predict([p.dataset[s].filepath for s in defects[1:4]], progress=False)
         worst = defects[1:4][int(scores["anomaly_score"].to_numpy().argmax())]
         verdict = inspector.inspect_bytes(Path(p.dataset[worst].filepath).read_bytes())
-        assert verdict["version"] == mv.name and verdict["decision"] == "reject"
-        assert verdict["label"] == "anomaly"
+        assert verdict["version"] == mv.name
+        assert verdict["decision"] == "reject" and verdict["anomaly_score"] >= limit
+        assert verdict["threshold"] == pytest.approx(limit)  # the line applies the point
         assert verdict["anomaly_score"] == pytest.approx(float(scores["anomaly_score"].max()),
                                                          rel=1e-4)
         # drift against what it learned from: the good parts

@@ -106,11 +106,12 @@ class LineModel:
                     "decision": "reject" if reject else "accept"}, props
         if getattr(self.model, "normal", None) is not None:  # an anomaly model
             score = float(self.model.predict_pixels(pixels[None])[0])
-            flagged = score >= self.model.threshold
+            point = self.deployment.operating_point or {}
+            limit = float(point.get("anomaly_score_threshold") or self.model.threshold)
+            flagged = score >= limit  # the cost-based point when one was chosen
             return {**base, "label": "anomaly" if flagged else self.model.normal,
-                    "confidence": min(1.0, abs(score - self.model.threshold)
-                                      / max(self.model.threshold, 1e-12)),
-                    "anomaly_score": score, "threshold": self.model.threshold,
+                    "confidence": min(1.0, abs(score - limit) / max(limit, 1e-12)),
+                    "anomaly_score": score, "threshold": limit,
                     "decision": "reject" if flagged else "accept"}, props
         probabilities = self.model.predict_pixels(pixels[None])[0]
         classes = list(self.model.classes)

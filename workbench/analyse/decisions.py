@@ -173,16 +173,31 @@ class OperatingPoint:
     n_defect: int
     temperature: float = 1.0
     chosen_by: str | None = None
+    #: An anomaly version's own threshold t: its anomaly score s is put on 0-1 as
+    #: s / (s + t), 0.5 at t (None for the other tasks).
+    score_scale: float | None = None
 
     @property
     def score(self) -> str:
-        return "p_not_normal" if self.task == "classification" else "max_box_confidence"
+        return {"classification": "p_not_normal", "anomaly": "anomaly_score_share"}.get(
+            self.task, "max_box_confidence")
 
     @property
     def score_words(self) -> str:
-        """The score in words: ``P(not ok)``, or "the best box's confidence"."""
+        """The score in words: ``P(not ok)``, "the best box's confidence", or an anomaly
+        score's share ``s / (s + t)``."""
+        if self.task == "anomaly":
+            return f"s/(s+{self.score_scale:.3g}) of the anomaly score s"
         return f"P(not {self.normal})" if self.task == "classification" \
             else "the best box's confidence"
+
+    @property
+    def anomaly_score_threshold(self) -> float | None:
+        """An anomaly version's chosen threshold as an anomaly score (None otherwise)."""
+        if self.task != "anomaly" or self.score_scale is None:
+            return None
+        return float("inf") if self.threshold >= 1 else \
+            self.score_scale * self.threshold / (1 - self.threshold)
 
     def to_json(self) -> dict[str, Any]:
         """What ``version.json`` and ``deployment.json`` keep (the edge applies it)."""
@@ -193,7 +208,10 @@ class OperatingPoint:
                 "expected": {k: round(v, 4) for k, v in self.expected.items()},
                 "n_normal": self.n_normal, "n_defect": self.n_defect,
                 "temperature": self.temperature, "chosen_by": self.chosen_by,
-                "chosen_at": datetime.now(UTC).isoformat(timespec="seconds")}
+                "chosen_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                **({} if self.task != "anomaly" else {
+                    "score_scale": self.score_scale,
+                    "anomaly_score_threshold": self.anomaly_score_threshold})}
 
     def decide(self, predictions: pd.DataFrame) -> pd.DataFrame:
         """``predictions`` (from ``mv.predict``) with a ``decision`` column, accept or reject
@@ -204,6 +222,9 @@ class OperatingPoint:
                 raise ValueError(f"predictions have no {self.normal!r} probability column; "
                                  f"pass the frame mv.predict returns for {self.version}")
             score = 1.0 - frame[self.normal].to_numpy(np.float64)
+        elif self.task == "anomaly":
+            raw = frame["anomaly_score"].to_numpy(np.float64)
+            score = raw / (raw + self.score_scale)
         else:
             key = "sample_id" if "sample_id" in frame.columns else "filepath"
             frame = (frame.sort_values("confidence", ascending=False)
@@ -258,7 +279,9 @@ class OperatingPoint:
                 f"[{e['escapes_low']:.0f}–{e['escapes_high']:.0f}] escapes and "
                 f"{e['false_rejects']:.0f} [{e['false_rejects_low']:.0f}–"
                 f"{e['false_rejects_high']:.0f}] false rejects per {PER:,} parts, cost "
-                f"{e['cost']:.0f} [{e['cost_low']:.0f}–{e['cost_high']:.0f}]")
+                f"{e['cost']:.0f} [{e['cost_low']:.0f}–{e['cost_high']:.0f}]"
+                + ("" if self.anomaly_score_threshold is None else
+                   f" (anomaly score ≥ {self.anomaly_score_threshold:.4g})"))
 
 
 def _scores(project: Project, version: ModelVersion, normal: str | None
@@ -280,6 +303,8 @@ def _scores(project: Project, version: ModelVersion, normal: str | None
         scores = 1.0 - probs[:, version.classes.index(normal)]
         defects = [c for c in version.classes if c != normal]
         return scores, frame["given"].to_numpy(str), temperature, normal, defects
+    if version.task == "anomaly":
+        return _anomaly_scores(project, version)
     snapshot = version.snapshot()
     held = snapshot[snapshot["fold"] >= 0]["sample_id"].tolist()
     if not held:
@@ -292,6 +317,21 @@ def _scores(project: Project, version: ModelVersion, normal: str | None
     scores = np.array([float(best.get(sid, 0.0)) for sid in held])
     given = np.array(["defect" if labels[sid] else "no defect" for sid in held])
     return scores, given, 1.0, "no defect", ["defect"]
+
+
+def _anomaly_scores(project: Project, version: ModelVersion
+                    ) -> tuple[np.ndarray, np.ndarray, float, str, list[str]]:
+    """An anomaly version's held-out scores (normals out-of-fold, defects never trained on)
+    on 0-1 as ``s / (s + t)``, with the images' current classes."""
+    normal = version.config["normal"]
+    scale = float(version.metrics["threshold"])
+    frame = version.oof_predictions()[["sample_id", "anomaly_score"]]
+    labels = current_labels(project, frame["sample_id"].tolist())
+    frame = frame[[labels.get(s) is not None for s in frame["sample_id"]]]
+    given = np.array([labels[s] for s in frame["sample_id"]], dtype=str)
+    raw = frame["anomaly_score"].to_numpy(np.float64)
+    defects = sorted(set(given) - {normal}) or ["anomaly"]
+    return raw / (raw + scale), given, 1.0, normal, defects
 
 
 def operating_point(project: Project | str, version: ModelVersion | str | None = None, *,
@@ -369,7 +409,8 @@ def operating_point(project: Project | str, version: ModelVersion | str | None =
         defect_rate_from="given" if defect_rate is not None else "labels",
         threshold=chosen, best_threshold=best, table=table, expected=expected,
         n_normal=n_normal, n_defect=len(given) - n_normal, temperature=temperature,
-        chosen_by=annotator)
+        chosen_by=annotator,
+        score_scale=float(version.metrics["threshold"]) if version.task == "anomaly" else None)
     if write:
         record_point(version, point)
     return point
