@@ -182,6 +182,14 @@ def test_the_anomaly_demo_starts_from_good_parts_and_finds_a_defect_labelled_goo
         assert issues["sample_id"].iloc[0] == wrong and bool(issues["is_issue"].iloc[0])
         assert issues["suggested"].iloc[0] == "anomaly" and issues["rank"].iloc[0] == 1
         assert issues["anomaly_score"].is_monotonic_decreasing
+        # the review queue shows the worst first, with its heatmap over it (key h hides it)
+        from widgets import IssueQueue
+
+        queue = IssueQueue(p, second, annotator="erin")
+        assert queue.current["sample_id"] == wrong and queue.has_heatmaps
+        assert queue.heat.startswith("data:image/png;base64,")
+        queue.overlay = False
+        assert queue.heat == "" and queue.image.startswith("data:image/")
     finally:
         wb.delete_project(p.name)
 
@@ -277,3 +285,27 @@ def test_the_anomaly_map_shows_the_worst_first_with_its_patch_and_the_nearest_no
     assert Image.open(io.BytesIO(shown.normal.value)).width == 160
     with pytest.raises(ValueError, match="anomaly version"):
         AnomalyMap(wb.train(p, mode="probe", folds=2, image_size=32, progress=False))
+
+
+def test_the_labeling_grid_lays_the_heatmap_over_its_thumbnails(surfaces):
+    import base64
+
+    from widgets import LabelingGrid
+
+    p, _ = surfaces
+    mv = wb.train(p, task="anomaly", normal="ok", image_size=96, progress=False)
+    grid = LabelingGrid(p, annotator="erin", heatmaps=mv, thumb_size=90)
+    assert grid.has_heatmaps and all(item["heat"] == "" for item in grid.items)
+    grid.overlay = True  # the button or key h in the page
+    heat = {item["name"]: item["heat"] for item in grid.items}
+    assert all(uri.startswith("data:image/png;base64,") for uri in heat.values())
+    alpha = np.asarray(Image.open(io.BytesIO(base64.b64decode(
+        heat["scratch0.png"].split(",", 1)[1]))))[..., 3]
+    assert alpha.shape == (90, 48)  # the thumbnail's shape: longest side 90, aspect kept
+    rows, columns = np.nonzero(alpha >= alpha.max() * 0.8)  # the hottest part: the scratch
+    assert 25 <= rows.mean() <= 65 and 15 <= columns.mean() <= 30
+    grid.overlay = False
+    assert all(item["heat"] == "" for item in grid.items)
+    classifier = wb.train(p, mode="probe", folds=2, image_size=32, progress=False)
+    with pytest.raises(ValueError, match="heatmaps must be an anomaly version"):
+        LabelingGrid(p, annotator="erin", heatmaps=classifier)

@@ -105,6 +105,12 @@ class ReviewQueue(anywidget.AnyWidget):
     taken = t.Dict().tag(sync=True)
     image_size = t.Int(256).tag(sync=True)
     thumb_size = t.Int(64).tag(sync=True)
+    #: An anomaly version's heatmap over the current image (key h shows and hides it).
+    heat = t.Unicode("").tag(sync=True)
+    has_heatmaps = t.Bool(False).tag(sync=True)
+    overlay = t.Bool(True).tag(sync=True)
+    #: The anomaly version whose heatmaps are laid over the images (a subclass sets it).
+    heatmaps: Any = None
 
     def __init__(self, source: Any, *, annotator: str | None = None, image_size: int = 256,
                  thumb_size: int = 64, strip_size: int = 8) -> None:
@@ -128,7 +134,7 @@ class ReviewQueue(anywidget.AnyWidget):
         super().__init__(annotator=annotator, image_size=image_size,
                          thumb_size=thumb_size)
         self.on_msg(self._on_front_message)
-        self.observe(lambda _: self._show(), names="index")
+        self.observe(lambda _: self._show(), names=["index", "overlay"])
         self.refresh()
 
     # -- public API --------------------------------------------------------------------
@@ -378,6 +384,20 @@ class ReviewQueue(anywidget.AnyWidget):
         with self.hold_trait_notifications():
             self.image, self.image_error, self.strip = image, problem, strip
             self.selected = [card["sample_id"]]
+            self.has_heatmaps = self.heatmaps is not None
+            self.heat = self._heat(card["filepath"]) if image and self.overlay else ""
+
+    def _heat(self, filepath: str) -> str:
+        """The anomaly version's heatmap of ``filepath`` as a red overlay ("" without one)."""
+        if self.heatmaps is None:
+            return ""
+        from widgets._base.heat_overlay import overlay_uri
+
+        try:
+            png = self.heatmaps.predict([filepath], progress=False)["heatmap"].iloc[0]
+        except ValueError:  # unreadable: the image error already says so
+            return ""
+        return overlay_uri(png, self.image_size)
 
     def _uri(self, filepath: str, size: int) -> tuple[str, str]:
         try:

@@ -58,6 +58,9 @@ class LabelingGrid(anywidget.AnyWidget):
         Show these samples, in this order (what :meth:`show` does later).
     captions : mapping of sample id to str, optional
         A line of text under a thumbnail.
+    heatmaps : ModelVersion, optional
+        An anomaly version: a **heatmap** button (key h) lays its heatmap over every
+        thumbnail in red (``mv.heatmap``, computed for the page shown, cached on disk).
 
     Keyboard (the grid has focus): 1–9 give the n-th class to the selection (or the
     focused image), arrows move, space toggles, u undoes, page up/down pages, Escape clears.
@@ -81,16 +84,25 @@ class LabelingGrid(anywidget.AnyWidget):
     can_undo = t.Bool(False).tag(sync=True)
     thumb_size = t.Int(96).tag(sync=True)
     edits = t.Int(0).tag(sync=True)
+    #: Whether an anomaly version's heatmaps can be laid over the thumbnails, and are.
+    has_heatmaps = t.Bool(False).tag(sync=True)
+    overlay = t.Bool(False).tag(sync=True)
 
     def __init__(self, source: Any, view: Any = None, *, annotator: str | None = None,
                  page_size: int = 60, review: bool = True, thumb_size: int = 96,
                  sample_ids: Sequence[str] | None = None,
-                 captions: Mapping[str, str] | None = None) -> None:
+                 captions: Mapping[str, str] | None = None, heatmaps: Any = None) -> None:
         if isinstance(page_size, bool) or not isinstance(page_size, int) \
                 or not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"LabelingGrid: page_size must be an integer from 1 to "
                              f"{MAX_PAGE_SIZE}, got {page_size!r}")
         annotator = annotator_name(annotator, "LabelingGrid")
+        if heatmaps is not None and getattr(heatmaps, "task", None) != "anomaly":
+            raise ValueError("LabelingGrid: heatmaps must be an anomaly version "
+                             "(wb.train(p, task='anomaly')), got "
+                             f"{getattr(heatmaps, 'name', type(heatmaps).__name__)!r}")
+        self.heatmaps = heatmaps
+        self._heat: dict[tuple[str, int], str] = {}
         self.project, view_ids = resolve_source(source, view)
         self.page_size = page_size
         self.review = bool(review)
@@ -99,11 +111,13 @@ class LabelingGrid(anywidget.AnyWidget):
         self._uris: dict[tuple[str, int], str] = {}
         self._captions: dict[str, str] = {}
         self._ids: list[str] = []
-        super().__init__(annotator=annotator, thumb_size=thumb_size)
+        super().__init__(annotator=annotator, thumb_size=thumb_size,
+                         has_heatmaps=heatmaps is not None)
         self._reload()
         self._scope = view_ids
         self.on_msg(self._on_front_message)
         self.observe(self._on_filters, names="filters")
+        self.observe(lambda _: self._apply_filters(page=self.page), names="overlay")
         self.show(list(sample_ids) if sample_ids is not None else self._all_ids(),
                   captions=captions)
 
@@ -279,14 +293,35 @@ class LabelingGrid(anywidget.AnyWidget):
         ids = self._ids[page * self.page_size:(page + 1) * self.page_size]
         rows = self._frame.loc[ids]
         uris = self._uris_of(ids, list(rows["filepath"]))
+        heat = (self._heat_of(ids, list(rows["filepath"]))
+                if self.overlay and self.heatmaps is not None else {})
         items = []
         for sid, row in zip(ids, rows.itertuples(), strict=True):
             label = row.label if isinstance(row.label, str) else None
             items.append({"id": sid, "src": uris[sid], "label": label,
                           "name": Path(row.filepath).name,
                           "caption": self._captions.get(sid, ""),
-                          "tags": list(row.tags or []), "issue": bool(row.issue)})
+                          "tags": list(row.tags or []), "issue": bool(row.issue),
+                          "heat": heat.get(sid, "")})
         return items
+
+    def _heat_of(self, ids: list[str], paths: list[str]) -> dict[str, str]:
+        """Red heatmap overlays at thumbnail size (transparent where normal), per id;
+        "" for an image the version cannot read."""
+        size = self.thumb_size
+        missing = [(sid, path) for sid, path in zip(ids, paths, strict=True)
+                   if (sid, size) not in self._heat]
+        if missing:
+            from widgets._base.heat_overlay import overlay_uri
+
+            try:
+                frame = self.heatmaps.predict([path for _, path in missing], progress=False)
+            except ValueError:  # an unreadable image: none for this page
+                frame = None
+            for index, (sid, _) in enumerate(missing):
+                self._heat[(sid, size)] = "" if frame is None else overlay_uri(
+                    frame["heatmap"].iloc[index], size)
+        return {sid: self._heat.get((sid, size), "") for sid in ids}
 
     def _uris_of(self, ids: list[str], paths: list[str]) -> dict[str, str]:
         """Data URIs of thumbnails, from memory, else the disk cache (built in threads);

@@ -76,6 +76,7 @@ class IssueQueue(ReviewQueue):
         if version is None or isinstance(version, str):
             version = self.project.model(version)
         self.version = version
+        self.heatmaps = version if version.task == "anomaly" else None  # key h: where
         frame = (wb.open_label_issues(self.project, version) if self.only_issues
                  else wb.label_issues(self.project, version).sort_values("rank", kind="stable"))
         self.found = frame  # the open issues, as wb.review_counts counts them

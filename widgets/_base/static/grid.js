@@ -2,7 +2,7 @@
 // Plain ES module for anywidget (no build step, no imports).
 
 const KEYS_HELP = "1–9 label the selection · arrows move it · shift+arrows extend · ctrl+arrows focus, space adds · u undo · Esc clear"
-  + " · x veto a synthetic image";
+  + " · x veto a synthetic image · h heatmap (anomaly version)";
 
 function h(tag, attrs = {}, children = []) {
   const node = document.createElement(tag);
@@ -145,6 +145,11 @@ function render({ model, el }) {
     }
   }
 
+  function toggleHeat() {
+    model.set("overlay", !model.get("overlay"));
+    model.save_changes();
+  }
+
   function renderLabels() {
     labels.replaceChildren();
     model.get("classes").forEach((label, index) => {
@@ -161,6 +166,13 @@ function render({ model, el }) {
     undo.disabled = !model.get("can_undo");
     undo.addEventListener("click", () => { send({ type: "undo" }); root.focus({ preventScroll: true }); });
     labels.append(undo);
+    if (model.get("has_heatmaps")) {
+      const heat = h("button", { class: "loupe-heatmap", type: "button", text: "heatmap (h)",
+                                 title: "lay the anomaly version's heatmap over the images",
+                                 "aria-pressed": String(model.get("overlay")) });
+      heat.addEventListener("click", () => { toggleHeat(); root.focus({ preventScroll: true }); });
+      labels.append(heat);
+    }
     const refresh = h("button", { class: "loupe-refresh", type: "button", text: "↻ refresh",
                                   title: "re-read labels from the store (other people's edits)" });
     refresh.addEventListener("click", () => { send({ type: "refresh" }); root.focus({ preventScroll: true }); });
@@ -201,6 +213,10 @@ function render({ model, el }) {
       if (item.src) {
         tile.append(h("img", { class: "loupe-tile-img", src: item.src, alt: item.name,
                                width: String(size), height: String(size), draggable: "false" }));
+        if (item.heat) {  // an anomaly version's heatmap, red where it looks wrong
+          tile.append(h("img", { class: "loupe-tile-heat", src: item.heat, alt: "",
+                                 width: String(size), height: String(size), draggable: "false" }));
+        }
       } else {
         tile.append(h("div", { class: "loupe-tile-missing", text: `missing: ${item.name}` }));
       }
@@ -275,7 +291,8 @@ function render({ model, el }) {
         anchor = focus;
         pushSelection();
       }
-    } else if (key === "u" || key === "U") send({ type: "undo" });
+    } else if ((key === "h" || key === "H") && model.get("has_heatmaps")) toggleHeat();
+    else if (key === "u" || key === "U") send({ type: "undo" });
     else if (key === "x" || key === "X") send({ type: "veto", ids: targets() });
     else if (key === "Escape") { selected = new Set(); pushSelection(); }
     else if (key === "PageDown") send({ type: "page", page: model.get("page") + 1 });
@@ -293,6 +310,7 @@ function render({ model, el }) {
   };
   const onUndo = () => { const b = labels.querySelector(".loupe-undo"); if (b) b.disabled = !model.get("can_undo"); };
   model.on("change:items", renderTiles);
+  model.on("change:overlay", renderLabels);
   model.on("change:items", renderPager);
   model.on("change:page", () => { focus = 0; renderPager(); });
   model.on("change:title", () => { title.textContent = model.get("title"); });

@@ -5,15 +5,16 @@
 // {type: "undo"}, {type: "move", index}. Python answers by updating the synced traits.
 //
 // Keys (while the widget has focus): a / Enter accept the suggestion, k keep the given
-// label, 1–9 choose class n, ← / → previous / next card, u undo the last decision.
+// label, 1–9 choose class n, ← / → previous / next card, u undo the last decision, h show
+// or hide an anomaly version's heatmap.
 
 const GREY = "#9E9E9E";
 // How often an open page asks whether others decided cards of its queue.
 const POLL_MS = 5000;
 const WATCHED = ["cards", "index", "decisions", "taken", "decided", "classes", "colors", "image",
-  "image_error", "strip", "message", "error", "title", "can_undo"];
+  "image_error", "strip", "message", "error", "title", "can_undo", "heat", "has_heatmaps"];
 // The keys the widget owns while it has focus (kept from JupyterLab's command mode).
-const OWN_KEYS = /^(?:[aku1-9]|Enter|ArrowLeft|ArrowRight)$/;
+const OWN_KEYS = /^(?:[ahku1-9]|Enter|ArrowLeft|ArrowRight)$/;
 
 function h(tag, props = {}, children = []) {
   const node = document.createElement(tag);
@@ -125,10 +126,19 @@ function render({ model, el }) {
     else if (key === "a" || key === "Enter") decide("accept");
     else if (key === "k") decide("keep");
     else if (key === "u") undo();
+    else if (key === "h") {
+      if (model.get("has_heatmaps")) { model.set("overlay", !model.get("overlay")); model.save_changes(); }
+    }
     else {
       const label = (model.get("classes") || [])[Number(key) - 1];
       if (label !== undefined) decide("label", label);
     }
+  }
+
+  function heatOverlay() {  // an anomaly version's heatmap, red where it looks wrong
+    if (!model.get("heat") || !model.get("image")) return null;
+    return h("img", { className: "loupe-review-heat", src: model.get("heat"), alt: "",
+                      title: "heatmap (h hides it)" });
   }
 
   function drawCard() {
@@ -213,7 +223,7 @@ function render({ model, el }) {
       className: "loupe-review-card" + (decision ? " loupe-review-decided" : "")
         + ((model.get("taken") || {})[card.sample_id] ? " loupe-review-taken-card" : ""),
       "data-sample-id": card.sample_id, "data-index": String(model.get("index")),
-    }, [h("div", { className: "loupe-review-imagebox" }, [image]), facts]);
+    }, [h("div", { className: "loupe-review-imagebox" }, [image, heatOverlay()]), facts]);
     cardBox.replaceChildren(box);
   }
 
