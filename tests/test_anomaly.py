@@ -190,6 +190,10 @@ def test_the_anomaly_demo_starts_from_good_parts_and_finds_a_defect_labelled_goo
         assert queue.heat.startswith("data:image/png;base64,")
         queue.overlay = False
         assert queue.heat == "" and queue.image.startswith("data:image/")
+        with pytest.raises(wb.ProjectError, match="cannot say which defect"):
+            queue.accept()  # "anomaly" is no class: the inspector names the defect
+        assert queue.choose(truth[wrong]) == truth[wrong]
+        assert p.to_pandas().set_index("sample_id").loc[wrong, "label"] == truth[wrong]
     finally:
         wb.delete_project(p.name)
 

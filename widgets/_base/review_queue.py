@@ -212,6 +212,10 @@ class ReviewQueue(anywidget.AnyWidget):
         if card["suggested"] is None:
             raise ProjectError(f"sample {card['sample_id']} has no suggested label to "
                                "accept; keep it or choose a class")
+        if card["suggested"] not in self.classes:  # an anomaly version's "anomaly"
+            raise ProjectError(f"{card['suggested']!r} is not a class of project "
+                               f"{self.project.name!r}: the model cannot say which defect it "
+                               "is; choose its class (keys 1–9) or keep the given label (k)")
         return self._decide(card, card["suggested"], "accept")
 
     def keep(self, *, sample_id: str | None = None) -> str:
