@@ -310,6 +310,9 @@ def test_the_labeling_grid_lays_the_heatmap_over_its_thumbnails(surfaces):
     assert 25 <= rows.mean() <= 65 and 15 <= columns.mean() <= 30
     grid.overlay = False
     assert all(item["heat"] == "" for item in grid.items)
+    from widgets import Workbench  # the dashboard's Label tab on an anomaly version
+
+    assert Workbench(p, annotator="erin").open_tab("Label").has_heatmaps
     classifier = wb.train(p, mode="probe", folds=2, image_size=32, progress=False)
     with pytest.raises(ValueError, match="heatmaps must be an anomaly version"):
         LabelingGrid(p, annotator="erin", heatmaps=classifier)

@@ -65,7 +65,9 @@ def _labeler(workbench: Workbench) -> widgets.Widget:
     if workbench.project.task == "detection":
         return BoxLabeler(workbench.source, annotator=workbench.annotator,
                           model=workbench.version or None)
-    return LabelingGrid(workbench.source, annotator=workbench.annotator)
+    version = workbench.project.model(workbench.version) if workbench.version else None
+    heat = version if version is not None and version.task == "anomaly" else None
+    return LabelingGrid(workbench.source, annotator=workbench.annotator, heatmaps=heat)
 
 
 def _always(workbench: Workbench) -> str | None:
