@@ -131,8 +131,13 @@ def test_confusion_cell_most_confident_mistakes_first():
 def test_class_report_most_confused_with():
     report = class_report(GIVEN, PRED, classes=CLASSES)
     assert list(report.columns) == ["class", "precision", "recall", "f1", "support",
-                                    "predicted", "most_confused_with", "confused_count"]
+                                    "predicted", "most_confused_with", "confused_count",
+                                    "recall_low", "recall_high", "note"]
     rows = report.set_index("class")
+    # four images of 'good' are too few to judge: the note says so, with the interval
+    assert rows.loc["good", "note"].startswith("'good' has only 4 held-out images: its "
+                                               "recall 0.50 could be anywhere from 0.15 to")
+    assert rows.loc["good", "recall_low"] < 0.5 < rows.loc["good", "recall_high"]
     assert rows.loc["good", "most_confused_with"] == "scratch"
     assert rows.loc["good", "confused_count"] == 2
     assert rows.loc["good", "recall"] == pytest.approx(0.5)
@@ -144,6 +149,9 @@ def test_class_report_most_confused_with():
     perfect = class_report(["good", "dent"], ["good", "dent"], classes=CLASSES)
     assert perfect["most_confused_with"].isna().all()
     assert perfect["confused_count"].tolist() == [0, 0, 0]
+    many = class_report(["good"] * 40 + ["dent"] * 40, ["good"] * 40 + ["dent"] * 39 + ["good"],
+                        classes=["good", "dent"])
+    assert many["note"].isna().all()  # 40 images each: the figures stand on their own
 
 
 # --- slice_report ------------------------------------------------------------------------

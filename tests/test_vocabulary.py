@@ -29,8 +29,8 @@ VERSION_NAMES = {"version", "baseline", "model"}
 #: What a parameter annotated as a project may be called.
 PROJECT_NAMES = {"project", "source"}
 #: Widgets that only show (every other widget stores what a person decides).
-READ_ONLY_WIDGETS = {"AnomalyMap", "DriftBanner", "ProjectOverview", "RememberedName",
-                     "ReviewCurve"}
+READ_ONLY_WIDGETS = {"AnomalyMap", "DriftBanner", "HonestNumbers", "ProjectOverview",
+                     "RememberedName", "ReviewCurve"}
 
 
 def _signature(obj: Any) -> inspect.Signature | None:

@@ -11,6 +11,7 @@ from .analyse.box_confusion import BoxConfusionDrilldown
 from .analyse.compare import ModelCompare
 from .analyse.confusion import ConfusionDrilldown
 from .analyse.embedding_map import EmbeddingMap
+from .analyse.honest_numbers import HonestNumbers
 from .analyse.slices import SlicePerformance
 from .app import Workbench
 from .improve.review_curve import ReviewCurve
@@ -36,6 +37,7 @@ __all__ = [
     "DriftBanner",
     "DriftMonitor",
     "EmbeddingMap",
+    "HonestNumbers",
     "IssueQueue",
     "LabelBook",
     "LabelingGrid",

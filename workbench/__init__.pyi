@@ -25,12 +25,15 @@ from .analyse.decisions import (
 )
 from .analyse.detection import DetectionReport, detection_report
 from .analyse.embedding_map import embedding_map
+from .analyse.image_quality import UnreadableImagesWarning, image_issues
+from .analyse.leaks import leaks
 from .analyse.open_work import (
     ReviewCounts,
     open_disagreements,
     open_label_issues,
     review_counts,
 )
+from .analyse.shortcuts import shortcuts
 from .deploy.deployments import (
     current_deployment,
     deployment_history,
@@ -112,6 +115,7 @@ __all__ = [
     "RunInProgressError",
     "SynthesisReport",
     "TrainingCancelled",
+    "UnreadableImagesWarning",
     "UnsafePathError",
     "UnusableStateWarning",
     "UploadRejectedError",
@@ -143,6 +147,7 @@ __all__ = [
     "embedding_map",
     "export",
     "gate",
+    "image_issues",
     "import_batch",
     "improve_class",
     "inbox_batch",
@@ -150,6 +155,7 @@ __all__ = [
     "jobs",
     "label_book",
     "label_issues",
+    "leaks",
     "line_status",
     "line_timeline",
     "list_projects",
@@ -169,6 +175,7 @@ __all__ = [
     "review_curve",
     "rollback",
     "save_uploads",
+    "shortcuts",
     "slice_report",
     "suggest_examples",
     "suggest_labels",

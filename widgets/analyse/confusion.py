@@ -201,14 +201,23 @@ class ConfusionDrilldown(widgets.VBox):
 
 
 def _report_html(report: pd.DataFrame, colors: dict[str, str]) -> str:
-    """The per-class precision / recall / F1 table, weak recall in red."""
-    rows = []
+    """The per-class precision / recall / F1 table, weak recall in red; a class with too few
+    images to judge shows its recall's 95 % interval and a note under the table."""
+    rows, notes = [], []
     for row in report.itertuples(index=False):
         weak = ' class="loupe-weak"' if row.support and row.recall < 0.8 else ""
         dot = f'<span class="loupe-dot" style="background:{color_of(row[0], colors)}"></span>'
+        recall = f"{row.recall:.2f}"
+        note = getattr(row, "note", None)
+        if isinstance(note, str):
+            recall += (f' <span class="loupe-few" title="{escape_html(note)}">'
+                       f"({row.recall_low:.2f}–{row.recall_high:.2f})*</span>")
+            notes.append(f"<li>{escape_html(note)}</li>")
         rows.append(f"<tr><td>{dot}{escape_html(str(row[0]))}</td><td>{row.precision:.2f}</td>"
-                    f"<td{weak}>{row.recall:.2f}</td><td>{row.f1:.2f}</td>"
+                    f"<td{weak}>{recall}</td><td>{row.f1:.2f}</td>"
                     f"<td>{row.support}</td></tr>")
+    said = (f'<ul class="loupe-few-notes">* too few images to judge: {"".join(notes)}</ul>'
+            if notes else "")
     return ('<table class="loupe-report"><thead><tr><th>class</th><th>precision</th>'
             f"<th>recall</th><th>F1</th><th>n</th></tr></thead><tbody>{''.join(rows)}"
-            "</tbody></table>")
+            f"</tbody></table>{said}")

@@ -221,7 +221,9 @@ class LabelingGrid(anywidget.AnyWidget):
         self._apply_filters(page=page)
 
     def filter(self, **filters: Any) -> None:
-        """Filter by ``label=``, ``tag=``, ``issue=True`` or any slice field (``lighting="dim"``).
+        """Filter by ``label=``, ``tag=``, ``issue=True``, ``quality=`` (an image-quality issue
+        of :func:`workbench.image_issues`, e.g. ``"blurry"``, or ``"any"``) or any slice field
+        (``lighting="dim"``).
 
         None or "" removes a filter. Unknown filter names raise :class:`ProjectError`.
         """
@@ -238,6 +240,11 @@ class LabelingGrid(anywidget.AnyWidget):
             ids, flags = project.dataset.values(["id", f"{issue_key}.is_issue"])
             flagged = {sid for sid, flag in zip(ids, flags, strict=True) if flag}
             frame["issue"] = frame.index.isin(flagged)
+        frame["quality"] = [[] for _ in range(len(frame))]
+        if project.dataset.has_sample_field("image_issues"):
+            ids, found = project.dataset.values(["id", "image_issues.issues"])
+            quality = {sid: list(v) for sid, v in zip(ids, found, strict=True) if v}
+            frame["quality"] = [quality.get(sid, []) for sid in frame.index]
         self._frame = frame
         self._slice_fields = [f for f in project.slice_fields if f in frame.columns]
         classes = project.classes
@@ -255,8 +262,10 @@ class LabelingGrid(anywidget.AnyWidget):
         tags = sorted({tag for tags in frame["tags"] for tag in (tags or [])})
         slices = {field: sorted(str(v) for v in frame[field].dropna().unique())
                   for field in self._slice_fields}
+        quality = sorted({name for names in frame["quality"] for name in names})
         return {"label": labels, "tag": tags, "slices": slices,
-                "issue": bool(frame["issue"].any())}
+                "issue": bool(frame["issue"].any()),
+                "quality": ["any", *quality] if quality else []}
 
     def _on_filters(self, change: dict) -> None:
         self._apply_filters(page=0)
@@ -271,11 +280,14 @@ class LabelingGrid(anywidget.AnyWidget):
                 match = frame["tags"].map(lambda tags, v=value: v in (tags or []))
             elif name == "issue":
                 match = frame["issue"]
+            elif name == "quality":
+                match = frame["quality"].map(lambda found, v=value: bool(found) and (
+                    v == "any" or v in found))
             elif name in self._slice_fields:
                 match = frame[name].astype(str) == str(value)
             else:
-                self.message = (f"unknown filter {name!r}: use label, tag, issue or a slice "
-                                f"field ({', '.join(self._slice_fields) or 'none'})")
+                self.message = (f"unknown filter {name!r}: use label, tag, issue, quality or "
+                                f"a slice field ({', '.join(self._slice_fields) or 'none'})")
                 raise ProjectError(self.message)
             keep &= match.fillna(False).astype(bool)
         self._ids = list(frame.index[keep.to_numpy()])

@@ -166,7 +166,9 @@ def label_issues(project: Project | str, version: ModelVersion | str | None = No
     pd.DataFrame
         ``sample_id``, ``filepath``, ``given``, ``suggested``, ``label_quality`` (0–1, lower
         is worse), ``is_issue``, ``rank`` (1 = worst), ``suggested_probability``, ``reason``,
-        ``n_annotators``. Stored as run ``label_issues_<version>`` when ``write``.
+        ``n_annotators``, ``class_note`` (for a class with too few held-out images to judge
+        its labels by the model, that in words, see :mod:`workbench.metrics.small_classes`;
+        also ``attrs["class_notes"]``). Stored as run ``label_issues_<version>`` when ``write``.
     """
     project, version = resolve(project, version)
     if version.task == "anomaly":  # "is this part really good?": normals by their score
@@ -199,8 +201,21 @@ def label_issues(project: Project | str, version: ModelVersion | str | None = No
                                         classes=classes, conflicts=conflicts)
     extra = frame.set_index("sample_id")
     result.insert(1, "filepath", result["sample_id"].map(extra["filepath"]))
+    notes = class_notes(frame["given"], frame["predicted"], classes)
+    result["class_note"] = result["given"].map(notes).astype(object)
+    result.attrs["class_notes"] = {c: n for c, n in notes.items() if n}
     return finish_issues(project, version, result, write=write,
                          config={"version": version.name, "tta": tta, "neighbours": neighbours})
+
+
+def class_notes(given: pd.Series, predicted: pd.Series,
+                classes: Sequence[str]) -> dict[str, str | None]:
+    """Per class, the note of :func:`workbench.metrics.small_classes.small_class_notes` on
+    held-out predictions (None for a class large enough to judge)."""
+    notes = analysis.small_class_notes(
+        list(classes), n=[int((given == c).sum()) for c in classes],
+        correct=[int(((given == c) & (predicted == c)).sum()) for c in classes])
+    return dict(zip(notes["class"], notes["note"], strict=True))
 
 
 def finish_issues(project: Project, version: ModelVersion, result: pd.DataFrame, *,
@@ -256,7 +271,10 @@ def data_advice(project: Project | str, version: ModelVersion | str | None = Non
     """Which class needs more data: per class the labelled count, the version's held-out
     recall, the recall expected at twice the data (a per-class learning curve from probe
     refits on subsamples of the frozen embeddings), and how many more to collect; ranked by
-    expected gain."""
+    expected gain. ``recall_low``/``recall_high`` bound the recall (95 %) and ``note`` says,
+    for a class with too few held-out images, that its figures mean little; after
+    :func:`workbench.image_issues`, ``poor_images`` counts its images with a quality issue
+    (and the recommendation says to look at them first)."""
     project, version = resolve(project, version)
     frame = held_out(project, version)
     report = analysis.class_report(frame["given"], frame["predicted"], classes=version.classes)
@@ -273,7 +291,17 @@ def data_advice(project: Project | str, version: ModelVersion | str | None = Non
     current = pd.DataFrame({"class": report["class"],
                             "n": [int(counts.get(c, 0)) for c in report["class"]],
                             "recall": report["recall"]})
-    return analysis.data_advice(curve, current=current, target_recall=target_recall)
+    advice = analysis.data_advice(curve, current=current, target_recall=target_recall)
+    advice = advice.merge(report[["class", "recall_low", "recall_high", "note"]], on="class",
+                          how="left")
+    if project.dataset.has_sample_field("image_issues"):  # wb.image_issues ran
+        labels, flagged = project.dataset.values(["ground_truth.label", "image_issues.n_issues"])
+        poor = pd.Series([lab for lab, n in zip(labels, flagged, strict=True) if n])
+        advice["poor_images"] = advice["class"].map(poor.value_counts()).fillna(0).astype(int)
+        advice.loc[advice["poor_images"] > 0, "recommendation"] += advice["poor_images"].map(
+            lambda n: f" First look at its {n} image(s) with an image-quality issue "
+                      "(grid filter 'image quality').")
+    return advice
 
 
 __all__ = ["class_report", "confusion", "confusion_samples", "data_advice",

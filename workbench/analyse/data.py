@@ -262,6 +262,18 @@ def _issue_counts(dataset: object, review: ReviewCounts | None = None) -> dict[s
             dataset.count_values("duplicates.conflicting").get(True, 0))
     if "outliers" in runs:
         counts["outliers"] = int(dataset.count_values("outliers.is_outlier").get(True, 0))
+    if "image_issues" in runs:
+        from fiftyone import ViewField as F
+
+        counts["images with an image quality issue"] = int(
+            dataset.match(F("image_issues.n_issues") > 0).count())
+        for name, n in sorted(dataset.count_values("image_issues.issues").items(),
+                              key=lambda item: str(item[0])):
+            if name and n:
+                counts[f"image quality: {str(name).replace('_', ' ')}"] = int(n)
+        unreadable = runs["image_issues"].get("config", {}).get("n_unreadable")
+        if unreadable:
+            counts["unreadable images"] = int(unreadable)
     if "agreement" in runs and review is None:
         counts["images below the agreement threshold"] = int(
             dataset.count_values("agreement.needs_review").get(True, 0))

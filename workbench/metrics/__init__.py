@@ -25,6 +25,7 @@ from workbench.metrics.label_issues import (
 from workbench.metrics.outliers import outlier_scores
 from workbench.metrics.projection import project_2d
 from workbench.metrics.slices import discover_slices, slice_report
+from workbench.metrics.small_classes import small_class_notes
 from workbench.metrics.stats import wilson_interval
 
 __all__ = [
@@ -53,5 +54,6 @@ __all__ = [
     "render_datasheet",
     "slice_map",
     "slice_report",
+    "small_class_notes",
     "wilson_interval",
 ]

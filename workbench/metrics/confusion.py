@@ -10,9 +10,11 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from sklearn.metrics import precision_recall_fscore_support
 
+from workbench.metrics.small_classes import small_class_notes
+
 CELL_COLUMNS = ("sample_id", "given", "predicted", "confidence")
 REPORT_COLUMNS = ("class", "precision", "recall", "f1", "support", "predicted",
-                  "most_confused_with", "confused_count")
+                  "most_confused_with", "confused_count", "recall_low", "recall_high", "note")
 
 
 def _check_labels(given: ArrayLike, predicted: ArrayLike, classes: Sequence[Any]
@@ -136,11 +138,14 @@ def class_report(given: ArrayLike, predicted: ArrayLike, *,
 
     Returns
     -------
-    pandas.DataFrame of shape (n_classes, 8)
+    pandas.DataFrame of shape (n_classes, 11)
         Columns ``class``, ``precision``, ``recall``, ``f1`` (0.0 where undefined),
         ``support`` (given count), ``predicted`` (predicted count), ``most_confused_with``
         (the class this class's samples are most often wrongly predicted as; first in
-        ``classes`` order on ties; None without mistakes) and ``confused_count``.
+        ``classes`` order on ties; None without mistakes), ``confused_count``,
+        ``recall_low`` and ``recall_high`` (95 % Wilson interval) and ``note``: for a class
+        with too few images to judge (:mod:`workbench.metrics.small_classes`), the count and
+        the interval in words; None otherwise.
 
     Raises
     ------
@@ -157,6 +162,7 @@ def class_report(given: ArrayLike, predicted: ArrayLike, *,
     confused_count = mistakes[np.arange(len(index)), worst]
     confused_with = [index[j] if c > 0 else None
                      for j, c in zip(worst, confused_count, strict=True)]
+    notes = small_class_notes(list(index), n=counts.sum(axis=1), correct=np.diag(counts))
     return pd.DataFrame({
         "class": list(index), "precision": precision.astype(float),
         "recall": recall.astype(float), "f1": f1.astype(float),
@@ -164,4 +170,6 @@ def class_report(given: ArrayLike, predicted: ArrayLike, *,
         "predicted": counts.sum(axis=0).astype(np.int64),
         "most_confused_with": pd.Series(confused_with, dtype=object),
         "confused_count": confused_count.astype(np.int64),
+        "recall_low": notes["recall_low"], "recall_high": notes["recall_high"],
+        "note": notes["note"],
     }, columns=list(REPORT_COLUMNS))

@@ -36,6 +36,7 @@ ISSUE_HINTS = {
     "label issues": (("label issue",), "wb.label_issues(project)"),
     "near-duplicates": (("duplicate",), "wb.near_duplicates(project)"),
     "outliers": (("outlier",), "wb.outliers(project)"),
+    "image quality": (("image quality",), "wb.image_issues(project)"),
 }
 NOT_RECORDED = "_Not recorded._"
 

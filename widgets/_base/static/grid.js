@@ -132,6 +132,7 @@ function render({ model, el }) {
     select("label", options.label, "label");
     for (const [field, values] of Object.entries(options.slices || {})) select(field, values, field);
     select("tag", options.tag, "tag");
+    select("quality", options.quality, "image quality");
     if (options.issue) {
       const box = h("input", { type: "checkbox", class: "loupe-filter-issue" });
       box.checked = Boolean(current.issue);

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.model_selection import KFold
 from tqdm.auto import tqdm
 
 from workbench.errors import LoupeError
@@ -30,6 +29,7 @@ from workbench.train.anomaly.patchcore import (
     patch_map,
 )
 from workbench.train.backbones import DEFAULT_BACKBONE, create_backbone
+from workbench.train.groups import grouping, plan_folds
 from workbench.train.versions import (
     ModelVersion,
     VersionFiles,
@@ -57,7 +57,8 @@ def train_anomaly(project: Any, *, normal: str | None = "ok",
                   backbone: str = DEFAULT_BACKBONE, weights: Any = "default",
                   image_size: int | None = None, folds: int | None = None, seed: int = 0,
                   view: Any = None, false_reject_rate: float = 0.01,
-                  coreset: float = CORESET_FRACTION, progress: bool = True) -> ModelVersion:
+                  coreset: float = CORESET_FRACTION, group_by: str | None = None,
+                  group_copies: bool = True, progress: bool = True) -> ModelVersion:
     """Learn what normal looks like from the labelled ``normal`` images of ``project``.
 
     Parameters
@@ -73,6 +74,9 @@ def train_anomaly(project: Any, *, normal: str | None = "ok",
         The threshold is this quantile from the top of the out-of-fold normal scores.
     coreset : float, default 0.1
         Share of the normal patches kept (at most 20,000).
+    group_by, group_copies
+        As :func:`workbench.train` takes them: folds of the normal images never split a
+        group or near-copies (found by content hash, thumbnail and mean patch feature).
 
     Raises
     ------
@@ -108,6 +112,7 @@ def train_anomaly(project: Any, *, normal: str | None = "ok",
         raise NotEnoughNormalImagesError(
             f"an anomaly model needs at least {MIN_NORMAL} labelled {normal!r} images; "
             f"project {project.name!r} has {int(is_normal.sum())}. Label more good parts.")
+    group_values, held_back = grouping(project, samples["sample_id"].tolist(), group_by)
     body, spec = create_backbone(backbone, weights=weights)
     if spec.weights_source == "random":
         raise ValueError("an anomaly model compares pretrained features; pass "
@@ -118,15 +123,23 @@ def train_anomaly(project: Any, *, normal: str | None = "ok",
     maps = [patch_map(features, open_image(path), settings)
             for path in tqdm(paths, desc="patch features", unit="image",
                              disable=not progress)]
+    plan = plan_folds(project.folder, {k: samples[k].tolist() for k in samples.columns},
+                      [normal] * len(samples),
+                      n_folds=min(folds, int(is_normal.sum())), seed=seed,
+                      vectors=np.stack([m.reshape(-1, m.shape[-1]).mean(axis=0) for m in maps]),
+                      group_values=group_values, group_by=group_by, held_back=held_back,
+                      copies=group_copies, embedding={"patch_features": backbone},
+                      scored=is_normal, progress=progress)
+    if not plan.keep.all():
+        samples = samples[plan.keep].reset_index(drop=True)
+        maps = [m for m, kept in zip(maps, plan.keep, strict=True) if kept]
+        is_normal = is_normal[plan.keep]
     normals = np.flatnonzero(is_normal)
     vectors = np.concatenate([maps[i].reshape(-1, maps[i].shape[-1]) for i in normals])
     owner = np.concatenate([np.full(maps[i].shape[0] * maps[i].shape[1], i) for i in normals])
     where = np.concatenate([np.indices(maps[i].shape[:2]).reshape(2, -1).T for i in normals])
     kept = greedy_coreset(vectors, coreset, seed=seed, most=MOST_PATCHES)
-    fold = np.full(len(samples), -1, dtype=int)
-    splitter = KFold(n_splits=min(folds, len(normals)), shuffle=True, random_state=seed)
-    for f, (_, held) in enumerate(splitter.split(normals)):
-        fold[normals[held]] = f
+    fold = np.where(is_normal, plan.fold[plan.keep], -1)  # defects: scored by the whole bank
     scores = np.zeros(len(samples), dtype=np.float32)
     for f in tqdm(range(int(fold.max()) + 1), desc="folds", unit="fold", disable=not progress):
         bank = PatchBank(vectors[kept[fold[owner[kept]] != f]])
@@ -145,11 +158,12 @@ def train_anomaly(project: Any, *, normal: str | None = "ok",
                                 "confidence": model.confidence(scores),
                                 "anomaly_score": scores, "fold": fold})
     snapshot = samples[["sample_id", "filepath", "content_hash", "label"]].copy()
-    snapshot["fold"] = fold
+    snapshot["fold"], snapshot["group"] = fold, plan.group[plan.keep]
     config = {"backbone": backbone, "weights": str(weights), "image_size": width,
               "folds": int(fold.max()) + 1, "seed": seed, "normal": normal,
               "false_reject_rate": false_reject_rate, "coreset": coreset,
-              "feature_indices": list(settings.indices),
+              "feature_indices": list(settings.indices), "group_by": group_by,
+              "groups": plan.summary, **({} if group_copies else {"group_copies": False}),
               "view": None if view is None else [repr(s) for s in view._stages]}
     name = reserve_name(project.folder)
     record = VersionRecord(

@@ -39,7 +39,6 @@ from sklearn.metrics import (
     f1_score,
     log_loss,
 )
-from sklearn.model_selection import StratifiedKFold
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -57,6 +56,7 @@ from workbench.train.classification.finetune import (
 from workbench.train.classification.network import Classifier
 from workbench.train.classification.probe import DEFAULT_C, fit_head, head_probabilities
 from workbench.train.embeddings import EmbeddingCache
+from workbench.train.groups import away_folds, grouping, plan_folds
 from workbench.train.run_lock import RunInProgressError, acquire, release
 from workbench.train.versions import (
     ModelVersion,
@@ -83,7 +83,7 @@ MODES = ("auto", "probe", "finetune")
 def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode = "auto",
           folds: int | None = None, epochs: int | None = None, image_size: int | None = None,
           seed: int = 0, view: fo.DatasetView | None = None, *, task: str | None = None,
-          normal: str | None = None,
+          normal: str | None = None, group_by: str | None = None, group_copies: bool = True,
           model: str = "auto", weights: str | None = "default", resume: bool = False,
           settings: FinetuneSettings | Any | None = None, probe_c: float = DEFAULT_C,
           cancel: CancelFlag | None = None, progress: bool = True) -> ModelVersion | None:
@@ -120,6 +120,15 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         ``normal`` images only (:func:`workbench.train.anomaly.train.train_anomaly`).
     normal : str, optional
         ``task="anomaly"`` only: the class of good parts (``"ok"`` by default).
+    group_by : str, optional
+        A slice or metadata field (a part, batch or serial id): images sharing a value stay
+        in one fold. Near-copies (the same file, a re-encoding, a mirror, a small crop) are
+        always kept together, and training images that are near-copies of the frozen
+        evaluation or golden images are left out; ``version.config["groups"]`` says how
+        groups were formed (:mod:`workbench.train.groups`). Every task takes it.
+    group_copies : bool, default True
+        ``False`` groups by ``group_by`` only: for measuring how optimistic ungrouped folds
+        are (``bench/honest.py``), never for a version anyone relies on.
     model : {"auto", "retinanet"}, default "auto"
         The detector architecture (``"auto"`` is RetinaNet); classification takes only
         ``"auto"`` (its choice is ``mode``). A detection run is
@@ -161,6 +170,7 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         return _train_anomaly(project, backbone=backbone, weights=weights, mode=mode,
                               folds=folds, epochs=epochs, image_size=image_size, seed=seed,
                               view=view, normal=normal, resume=resume, settings=settings,
+                              group_by=group_by, group_copies=group_copies,
                               progress=progress)
     if task == "detection":
         if distributed.active():
@@ -179,7 +189,8 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
                               folds=3 if folds is None else folds,
                               epochs=epochs,
                               image_size=image_size,
-                              seed=seed, view=view, cancel=cancel, progress=progress)
+                              seed=seed, view=view, group_by=group_by,
+                              group_copies=group_copies, cancel=cancel, progress=progress)
     epochs = 15 if epochs is None else epochs
     image_size = 224 if image_size is None else image_size
     _check_arguments(mode, DEFAULT_FOLDS if folds is None else folds, epochs, image_size, seed)
@@ -188,7 +199,7 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         return _Run(project, backbone=backbone, weights=weights, mode=mode, folds=folds,
                     epochs=epochs, image_size=image_size, seed=seed, view=view,
                     resume=resume, settings=settings, probe_c=probe_c, cancel=cancel,
-                    progress=progress).run()
+                    group_by=group_by, group_copies=group_copies, progress=progress).run()
     except KeyboardInterrupt:
         raise TrainingCancelled("training interrupted; finished epochs and folds are kept, "
                                 "resume with train(..., resume=True)") from None
@@ -308,8 +319,8 @@ class _Run:
         self.folder, self.parent = Path(job["folder"]), job["parent"]
         self.samples, self.classes = job["samples"], job["classes"]
         self.folds, self.folds_reason = job["folds"], job["folds_reason"]
+        self.group_values, self.held_back = job["group_values"], job["held_back"]
         self.y = np.array([self.classes.index(label) for label in self.samples["label"]])
-        self.fold = self._folds()
         self.config = self._config()
         self.run_dir = self.folder / "models" / ".runs" / self._key()
 
@@ -342,9 +353,11 @@ class _Run:
             if reason and self.progress:
                 print(f"training {project.name!r}: {reason}", flush=True)
         self._check_counts(project.name, counts, classes, samples["split"])
+        group_values, held_back = grouping(project, samples["sample_id"], self.group_by)
         return {"name": project.name, "folder": str(project.folder), "samples": samples,
                 "classes": classes, "parent": latest_version(project.folder),
-                "folds": self.folds, "folds_reason": reason}
+                "folds": self.folds, "folds_reason": reason, "group_values": group_values,
+                "held_back": held_back}
 
     def _check_counts(self, name: str, counts: pd.Series, classes: list[str],
                       splits: list[str]) -> None:
@@ -365,24 +378,45 @@ class _Run:
                              f"the labelled images of {name!r} are not in both splits; pass "
                              "folds >= 2.")
 
-    def _folds(self) -> np.ndarray:
-        """Fold that holds each sample out; -1: never held out (folds=1, train split, and
-        synthetic samples: models train on them, only real images are scored)."""
-        synthetic = np.array(self.samples.get("synthetic", [False] * len(self.y)), dtype=bool)
-        if self.folds == 1:
-            return np.where((np.array(self.samples["split"]) == "val") & ~synthetic, 0, -1)
-        fold = np.full(len(self.y), -1, dtype=int)
-        real = np.flatnonzero(~synthetic)
-        splitter = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
-        for f, (_, held) in enumerate(splitter.split(np.zeros(len(real)), self.y[real])):
-            fold[real[held]] = f
-        return fold
+    def _plan_folds(self) -> None:
+        """Folds grouped by ``group_by`` and near-copies (:mod:`workbench.train.groups`);
+        training images that are near-copies of held-back ones are left out here."""
+        plan = None
+        if self.is_main:
+            held = dict(self.held_back)
+            if held["filepath"] and self.vectors is not None:
+                held["vectors"] = EmbeddingCache(self.folder / "embeddings").embed(
+                    held["filepath"], backbone=self.backbone, weights=self.weights,
+                    image_size=self.image_size, progress=False).vectors
+            plan = plan_folds(self.folder, self.samples, self.y,
+                              n_folds=self.folds, seed=self.seed, vectors=self.vectors,
+                              group_values=self.group_values, group_by=self.group_by,
+                              held_back=held, copies=self.group_copies,
+                              embedding={"backbone": self.backbone,
+                                         "image_size": self.image_size},
+                              progress=self.progress)
+        plan = distributed.broadcast(plan)
+        keep = plan.keep
+        if not keep.all():
+            self.samples = {k: [v for v, kept in zip(values, keep, strict=True) if kept]
+                            for k, values in self.samples.items()}
+            self.y = self.y[keep]
+            if self.vectors is not None:
+                self.vectors = self.vectors[keep]
+            if self.progress and self.is_main:
+                print(f"training {self.project_name!r}: left out {int((~keep).sum())} "
+                      "image(s) that are near-copies of frozen evaluation or golden images",
+                      flush=True)
+        self.fold, self.away = plan.fold[keep], away_folds(plan)[keep]
+        self.group, self.groups = plan.group[keep], plan.summary
 
     def _config(self) -> dict[str, Any]:
         view = None if self.view is None else [repr(s) for s in self.view._stages]
         return {"backbone": self.backbone, "weights": str(self.weights), "mode": self.mode,
                 "folds": self.folds, "epochs": self.epochs, "image_size": self.image_size,
                 "seed": self.seed, "view": view, "probe_c": self.probe_c,
+                "group_by": self.group_by,
+                **({} if self.group_copies else {"group_copies": False}),
                 **({"folds_reason": self.folds_reason} if self.folds_reason else {}),
                 "finetune": dataclasses.asdict(self.settings)}
 
@@ -420,6 +454,7 @@ class _Run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         distributed.barrier()
         self._prepare_backbone()
+        self._plan_folds()
         candidates: dict[str, np.ndarray] = {}
         if self.mode in ("probe", "auto"):
             candidates["probe"] = self._probe_oof()
@@ -480,8 +515,8 @@ class _Run:
     def _probe_oof(self) -> np.ndarray:
         probs = np.full((len(self.y), len(self.classes)), np.nan, dtype=np.float32)
         for f in range(self.folds):
-            held = self.fold == f
-            head = fit_head(self.vectors[~held], self.y[~held], len(self.classes),
+            held, train = self.fold == f, self.away != f
+            head = fit_head(self.vectors[train], self.y[train], len(self.classes),
                             c=self.probe_c)
             probs[held] = head_probabilities(head, self.vectors[held])
         return probs
@@ -505,9 +540,10 @@ class _Run:
                 probs[held], best, curve = saved
                 self.curves.append(curve)
             else:
-                pixels, train_rows = self._load_pixels(), np.flatnonzero(~held)
+                pixels, train_rows = self._load_pixels(), np.flatnonzero(self.away != f)
                 state = self.run_dir / f"finetune_fold{f}.state.pt"
-                result = fit(self._member(self._head(~held, self.seed + f)), pixels[train_rows],
+                result = fit(self._member(self._head(self.away != f, self.seed + f)),
+                             pixels[train_rows],
                              self.y[train_rows], val_pixels=pixels[held], val_labels=self.y[held],
                              settings=self.settings, epochs=self.epochs, seed=self.seed + f,
                              mean=self.spec.mean, std=self.spec.std, state_path=state,
@@ -582,13 +618,14 @@ class _Run:
         predictions["fold"] = self.fold[held]
         snapshot = pd.DataFrame({k: self.samples[k] for k in
                                  ("sample_id", "filepath", "content_hash", "label")})
-        snapshot["fold"] = self.fold
+        snapshot["fold"], snapshot["group"] = self.fold, self.group
         classifier = Classifier([m for _, _, m in members], image_size=self.image_size,
                                 mean=self.spec.mean, std=self.spec.std, classes=self.classes)
         name = reserve_name(self.folder)
         record = VersionRecord(
             name=name, project=self.project_name, task="classification", mode=chosen,
-            classes=self.classes, config=self.config, metrics=metrics, parent=self.parent,
+            classes=self.classes, config={**self.config, "groups": self.groups},
+            metrics=metrics, parent=self.parent,
             extra={"selection": selection, "members": [kind for kind, _, _ in members],
                    "spec": dataclasses.asdict(self.spec), "n_samples": len(self.y),
                    "best_epochs": getattr(self, "best_epochs", None),

@@ -20,14 +20,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import KFold, StratifiedKFold
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -93,6 +91,7 @@ def train_detector(project: Project | str, *, backbone: str = DEFAULT_BACKBONE, 
                    epochs: int | None = None, image_size: int | None = None, seed: int = 0,
                    view: fo.DatasetView | None = None, batch_size: int | None = None,
                    weights: Any = "default", settings: DetectionSettings | None = None,
+                   group_by: str | None = None, group_copies: bool = True,
                    cancel: CancelFlag | None = None, progress: bool = True) -> ModelVersion:
     """Train a RetinaNet version of a detection project, with out-of-fold predictions.
 
@@ -106,6 +105,8 @@ def train_detector(project: Project | str, *, backbone: str = DEFAULT_BACKBONE, 
     folds : int, default 3
         k >= 2 models, each holding out a k-th of the labelled images (split stratified by
         each image's rarest box class, images without boxes as one more group).
+    group_by, group_copies
+        As :func:`workbench.train` takes them: no fold splits a group or near-copies.
     epochs : int, optional
         Epochs of every fold model and of the final model. Default: enough for about
         :data:`DEFAULT_STEPS` optimiser steps of the final model, within 12–30 epochs
@@ -146,7 +147,8 @@ def train_detector(project: Project | str, *, backbone: str = DEFAULT_BACKBONE, 
     try:
         return _DetectionRun(project, backbone=backbone, weights=weights, folds=folds,
                              epochs=epochs, image_size=image_size, seed=seed, view=view,
-                             settings=settings, cancel=cancel, progress=progress).run()
+                             settings=settings, group_by=group_by, group_copies=group_copies,
+                             cancel=cancel, progress=progress).run()
     except KeyboardInterrupt:
         raise TrainingCancelled("training interrupted; no version was written") from None
 
@@ -388,10 +390,41 @@ class _DetectionRun:
                 "boxes": torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4),
                 "labels": torch.tensor([self.classes.index(r.label) for r in rows],
                                        dtype=torch.int64)})
-        self.fold = self._folds()
+        self._plan()
 
-    def _folds(self) -> np.ndarray:
-        """Fold holding each image out; -1 for synthetic images (trained on, never scored)."""
+    def _plan(self) -> None:
+        """Folds (:meth:`_strata`) grouped by ``group_by`` and near-copies; training images
+        that are near-copies of held-back ones are left out."""
+        from workbench.train.embeddings import EmbeddingCache
+        from workbench.train.groups import away_folds, grouping, plan_folds
+
+        values, held = grouping(self.project, self.ids, self.group_by)
+        vectors = None
+        if self.group_copies:  # the default backbone's embeddings, whatever the detector's
+            cache = EmbeddingCache(self.project.folder / "embeddings")
+            vectors = cache.embed(self.paths, progress=self.progress).vectors
+            if held["filepath"]:
+                held["vectors"] = cache.embed(held["filepath"], progress=False).vectors
+        samples = {"sample_id": self.ids, "filepath": self.paths, "content_hash": self.hashes,
+                   "split": [""] * len(self.ids), "synthetic": list(self.synthetic)}
+        plan = plan_folds(self.project.folder, samples, self._strata(), n_folds=self.folds,
+                          seed=self.seed, vectors=vectors, group_values=values,
+                          group_by=self.group_by, held_back=held, copies=self.group_copies,
+                          embedding={"backbone": DEFAULT_BACKBONE, "image_size": 224},
+                          progress=self.progress)
+        keep = plan.keep
+        if not keep.all():
+            self.ids, self.paths, self.hashes, self.targets = (
+                [v for v, kept in zip(column, keep, strict=True) if kept]
+                for column in (self.ids, self.paths, self.hashes, self.targets))
+            self.synthetic = self.synthetic[keep]
+            self.gt = self.gt[self.gt["sample_id"].isin(set(self.ids))].reset_index(drop=True)
+        self.fold, self.group, self.groups = plan.fold[keep], plan.group[keep], plan.summary
+        self.away = away_folds(plan)[keep]
+
+    def _strata(self) -> np.ndarray:
+        """What the folds are stratified by: each image's rarest box class (images whose
+        class is too rare to spread over the folds, and images without boxes, share one)."""
         counts = self.gt["label"].value_counts()
         rarest = {}
         for row in self.gt.itertuples(index=False):
@@ -402,27 +435,22 @@ class _DetectionRun:
         groups = pd.Series([rarest.get(self.ids[i], "") for i in real])
         small = groups.map(groups.value_counts()) < self.folds
         groups[small] = "\0mixed"
-        fold = np.full(len(self.ids), -1, dtype=int)
         if len(real) < self.folds:
             raise ValueError(f"folds={self.folds} needs at least {self.folds} real labelled "
                              f"images (synthetic ones are never held out); there are "
                              f"{len(real)}.")
+        strata = np.full(len(self.ids), "\0mixed", dtype=object)
         if groups.value_counts().min() >= self.folds and groups.nunique() > 1:
-            splits = StratifiedKFold(self.folds, shuffle=True, random_state=self.seed).split(
-                np.zeros(len(real)), groups)
-        else:
-            splits = KFold(self.folds, shuffle=True, random_state=self.seed).split(real)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            for f, (_, held) in enumerate(splits):
-                fold[real[held]] = f
-        return fold
+            strata[real] = groups.to_numpy()
+        return strata
 
     def _config(self) -> dict[str, Any]:
         view = None if self.view is None else [repr(s) for s in self.view._stages]
         return {"task": "detection", "model": "retinanet", "backbone": self.backbone,
                 "weights": str(self.weights), "folds": self.folds, "epochs": self.epochs,
                 "image_size": self.image_size, "seed": self.seed, "view": view,
+                "group_by": self.group_by,
+                **({} if self.group_copies else {"group_copies": False}),
                 "detection": dataclasses.asdict(self.settings)}
 
     def _detector(self, seed: int) -> Detector:
@@ -451,7 +479,7 @@ class _DetectionRun:
         curves = []
         for f in tqdm(range(self.folds), desc="folds", unit="fold", disable=not self.progress):
             held = np.flatnonzero(self.fold == f)
-            detector, curve = self._fit(np.flatnonzero(self.fold != f), self.seed * 1000 + f,
+            detector, curve = self._fit(np.flatnonzero(self.away != f), self.seed * 1000 + f,
                                         f"fold {f + 1}/{self.folds}")
             curves.append(curve)
             for i, result in zip(held, detect(detector, self.pixels[held]), strict=True):
@@ -474,13 +502,14 @@ class _DetectionRun:
         snapshot = pd.DataFrame({"sample_id": self.ids, "filepath": self.paths,
                                  "content_hash": self.hashes,
                                  "n_boxes": [len(t["labels"]) for t in self.targets],
-                                 "fold": self.fold})
+                                 "fold": self.fold, "group": self.group})
         folder = self.project.folder
         parent = latest_version(folder)
         name = reserve_name(folder)
         record = VersionRecord(
             name=name, project=self.project.name, task="detection", mode="retinanet",
-            classes=self.classes, config=self._config(), metrics=metrics, parent=parent,
+            classes=self.classes, config={**self._config(), "groups": self.groups},
+            metrics=metrics, parent=parent,
             extra={"model": "retinanet", "detector": final.config.to_dict(),
                    "n_samples": len(self.ids), "curves": curves, "torch": torch.__version__,
                    "duration_s": round(time.time() - self.started, 1)})
