@@ -86,7 +86,11 @@ def leak_run(table: pd.DataFrame, seed: int, root: Path, cache) -> dict[str, flo
     found = np.mean([group[ids[a]] == group[ids[b]] for a, b, _ in pairs.itertuples(
         index=False)])
     leaks = wb.leaks(project, loose)
+    oof = grouped.oof_predictions().merge(grouped.snapshot()[["sample_id", "label", "group"]],
+                                    on="sample_id", suffixes=("", "_given"))
+    per_group = (oof["label"] == oof["label_given"]).groupby(oof["group"]).mean().mean()
     return {"seed": seed, "grouped_oof": grouped.metrics["accuracy"],
+            "grouped_oof_per_group": float(per_group),
             "ungrouped_oof": loose.metrics["accuracy"], "held_out": held_out,
             "grouped_gap": grouped.metrics["accuracy"] - held_out,
             "ungrouped_gap": loose.metrics["accuracy"] - held_out,
@@ -110,7 +114,8 @@ def part_leak(seeds: list[int], root: Path) -> pd.DataFrame:
     print("\n## 1. Planted leak on NEU (300 drawn + 90 near-copies; probe, 5 folds; "
           "1,500 held out)")
     print(runs.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    for column in ("grouped_oof", "ungrouped_oof", "held_out", "grouped_gap", "ungrouped_gap"):
+    for column in ("grouped_oof", "grouped_oof_per_group", "ungrouped_oof", "held_out",
+                   "grouped_gap", "ungrouped_gap"):
         print(f"{column}: {runs[column].mean():.4f} ± {runs[column].std():.4f}")
     worst = runs["grouped_gap"].abs().max()
     print(f"goal |grouped - held-out| <= 0.01: worst seed {worst:.4f} -> "

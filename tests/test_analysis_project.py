@@ -141,7 +141,10 @@ def test_planted_label_flips_rank_at_the_top(flipped):
     top = set(issues["sample_id"][: 2 * len(wrong)])
     assert len(top & planted) >= 0.8 * len(planted)
     flagged = set(issues.loc[issues["is_issue"], "sample_id"])
-    assert len(flagged & wrong) >= 0.7 * len(flagged)
+    # both images of an identical pair filed under two labels are flagged (nobody can tell
+    # from the pixels which label is wrong): the correctly filed one counts as found too
+    pairs = set(issues.loc[issues["reason"].str.startswith("identical to"), "sample_id"])
+    assert len(flagged & (wrong | pairs)) >= 0.7 * len(flagged)
     assert len(flagged & wrong) >= 0.7 * len(wrong)
     stored = p.dataset.match(wb_field(f"label_issues_{mv.name}.is_issue"))
     assert set(stored.values("id")) == flagged

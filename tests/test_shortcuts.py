@@ -184,3 +184,8 @@ def test_projects_without_two_labelled_classes_are_refused_by_name(project, tmp_
     with pytest.raises(wb.ProjectError, match="no model version 'v9'"):
         wb.shortcuts(project, "v9")
     assert wb.shortcuts(project).attrs["n_labelled"] == 6
+    broken = tmp_path / "more" / "dent" / "0.png"  # the disk failed after the import, say
+    broken.write_bytes(b"not an image any more")
+    with pytest.warns(wb.UnreadableImagesWarning, match=f"cannot be read: '{broken}'"):
+        table = wb.shortcuts(project)
+    assert table.attrs["unreadable"] == [str(broken)] and table.attrs["n_labelled"] == 5

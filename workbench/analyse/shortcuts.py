@@ -11,6 +11,7 @@ property against the labels and the errors.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from workbench.analyse.classification import held_out, resolve
+from workbench.analyse.image_quality import UnreadableImagesWarning
 from workbench.metrics.shortcuts import image_properties, shortcut_table
 from workbench.store.coerce import as_project, require_task
 from workbench.store.ingest.images import ImageRejectedError, read_bytes
@@ -58,8 +60,10 @@ def shortcuts(project: Project | str, version: ModelVersion | str | None = None,
     Raises
     ------
     ProjectError
-        When the project has no labelled images or labels of fewer than two classes, an
-        image cannot be read, or ``version`` is not a classifier of the project.
+        When the project has no labelled images or labels of fewer than two classes, or
+        ``version`` is not a classifier of the project. An image that cannot be read is
+        left out with an :class:`~workbench.analyse.image_quality.UnreadableImagesWarning`
+        naming it (also in ``attrs["unreadable"]``).
     """
     project = as_project(project)
     require_task(project, "classification", "wb.shortcuts")
@@ -82,12 +86,23 @@ def shortcuts(project: Project | str, version: ModelVersion | str | None = None,
         wrong = held_out(project, version).set_index("sample_id")["correct"].map(
             lambda right: not right)
         errors = [wrong.get(sid) for sid in frame["sample_id"]]
-    properties = image_properties(_pixels(frame["filepath"], progress=progress))
+    unreadable: list[int] = []
+    properties = image_properties(_pixels(frame["filepath"], unreadable, progress=progress))
+    if unreadable:
+        skipped = [frame["filepath"].iloc[k] for k in unreadable]
+        warnings.warn(f"shortcuts: left out {len(skipped)} image(s) that cannot be read: "
+                      f"{', '.join(map(repr, skipped[:5]))}{' …' if len(skipped) > 5 else ''}",
+                      UnreadableImagesWarning, stacklevel=2)
+        keep = np.setdiff1d(np.arange(len(frame)), unreadable)
+        frame, properties = (frame.iloc[keep].reset_index(drop=True),
+                             properties.iloc[keep].reset_index(drop=True))
+        errors = None if errors is None else [errors[k] for k in keep]
     for field in project.slice_fields:
         properties[field if field not in properties else f"{field}_field"] = frame[field]
     table = shortcut_table(properties, frame["label"], errors)
     table.attrs.update(project=project.name,
-                       version=None if version is None else version.name)
+                       version=None if version is None else version.name,
+                       unreadable=[] if not unreadable else skipped)
     return table
 
 
@@ -109,11 +124,14 @@ def _version(project: Project, version: ModelVersion | str | None) -> ModelVersi
     return version
 
 
-def _pixels(paths: Sequence[str], *, progress: bool) -> Iterator[np.ndarray]:
-    """Each image's pixels (grey or RGB, 0–255), read one at a time."""
+def _pixels(paths: Sequence[str], unreadable: list[int], *,
+            progress: bool) -> Iterator[np.ndarray]:
+    """Each image's pixels (grey or RGB, 0–255), read one at a time; a file that cannot be
+    read yields a blank stand-in and its index goes to ``unreadable``."""
     from tqdm.auto import tqdm
 
-    for path in tqdm(list(paths), desc="image properties", disable=not progress):
+    for k, path in enumerate(tqdm(list(paths), desc="image properties",
+                                  disable=not progress)):
         try:
             with Image.open(io.BytesIO(read_bytes(path))) as image:
                 if image.mode.startswith("I;16"):
@@ -121,7 +139,6 @@ def _pixels(paths: Sequence[str], *, progress: bool) -> Iterator[np.ndarray]:
                 else:
                     yield np.asarray(image if image.mode in ("L", "RGB")
                                      else image.convert("RGB"))
-        except ImageRejectedError as error:
-            raise ProjectError(f"cannot read image {path!r}: {error.reason}") from None
-        except OSError as error:  # Pillow's error for data it cannot decode
-            raise ProjectError(f"cannot decode image {path!r} ({error})") from None
+        except (ImageRejectedError, OSError):  # OSError: Pillow cannot decode the data
+            unreadable.append(k)
+            yield np.zeros((8, 8), dtype=np.uint8)
