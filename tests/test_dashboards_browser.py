@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from urllib.parse import urlencode
 
 import pytest
 from browser_support import (
@@ -26,6 +27,7 @@ from browser_support import (
 )
 from PIL import Image, ImageEnhance
 
+from workbench.deploy.landing import PER_PAGE
 from workbench.store import _db as store
 
 pytestmark = pytest.mark.browser
@@ -120,6 +122,15 @@ def test_landing_page_links_the_dashboards_offline(dashboard_project, server, br
     assert first.get_attribute("data-project") == dashboard_project.name
     assert first.get_attribute("data-drift") in ("drift", "no drift")
     assert "last check" in first.inner_text() and "no line runs a model" in first.inner_text()
+    # Many projects: a page at a time, and a search by part of the name.
+    total = int(page.locator(".loupe-pager").get_attribute("data-matching"))
+    assert total >= 1 and page.locator(".loupe-project").count() == min(total, PER_PAGE)
+    page.goto(url + "?" + urlencode({"q": dashboard_project.name.upper()}), wait_until="load")
+    names = page.eval_on_selector_all(".loupe-project", "els => els.map(e => e.dataset.project)")
+    assert names[0] == dashboard_project.name
+    assert all(dashboard_project.name in name for name in names)
+    assert page.locator("#loupe-project-q").input_value() == dashboard_project.name.upper()
+    assert "projects contain" in page.locator(".loupe-pager").inner_text()
     assert external == []
 
 

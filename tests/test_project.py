@@ -26,12 +26,16 @@ def class_folder(root, counts, *, seed=0):
 
 def test_create_open_list_and_errors(project):
     assert project.name in wb.list_projects()
+    assert wb.list_projects(search=project.name.upper()[2:]) == [project.name]
+    assert wb.list_projects(search="no-such-project-anywhere") == []
     assert wb.Project.open(project.name).name == project.name
     assert project.dataset.persistent
     with pytest.raises(wb.ProjectError, match="already exists"):
         wb.Project.create(project.name)
     with pytest.raises(wb.ProjectError, match="'no-such-project' not found"):
         wb.Project.open("no-such-project")
+    with pytest.raises(wb.ProjectError, match=f"did you mean '{project.name}'"):
+        wb.Project.open(project.name + "s")  # a typo: the close names, not all of them
     with pytest.raises(wb.ProjectError, match="invalid project name"):
         wb.Project.create("../etc")
 

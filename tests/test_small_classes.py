@@ -21,6 +21,9 @@ def test_a_class_of_four_images_is_reported_as_too_few_to_judge(project, tmp_pat
             path = tmp_path / f"{label}_{i}.png"
             Image.fromarray(render_casing(rng, label, size=64)).save(path)
             rows.append((str(path), label))
+    dark = tmp_path / "ok_dark.png"  # one good part photographed with the light off
+    Image.fromarray((render_casing(rng, "ok", size=64) * 0.12).astype(np.uint8)).save(dark)
+    rows.append((str(dark), "ok"))
     pd.DataFrame(rows, columns=["filepath", "label"]).to_csv(tmp_path / "l.csv", index=False)
     project.import_csv(tmp_path / "l.csv", progress=False)
     mv = wb.train(project, mode="probe", folds=4, image_size=64, progress=False)
@@ -38,6 +41,12 @@ def test_a_class_of_four_images_is_reported_as_too_few_to_judge(project, tmp_pat
 
     advice = wb.data_advice(project, mv).set_index("class")
     assert advice.loc["dent", "note"] == report.loc["dent", "note"]
+    assert "poor_images" not in advice.columns  # no image-quality check yet
+    quality = wb.image_issues(project)
+    assert set(quality.loc[quality["is_issue"], "issue"]) == {"dark"}
+    advice = wb.data_advice(project, mv).set_index("class")
+    assert advice["poor_images"].to_dict() == {"ok": 1, "scratch": 0, "dent": 0}
+    assert "its 1 image(s) with an image-quality issue" in advice.loc["ok", "recommendation"]
 
     from widgets import ConfusionDrilldown
 

@@ -72,10 +72,45 @@ def project_state(folder: Path) -> ProjectState:
 
 def project_states(first: str | None = None) -> list[ProjectState]:
     """Every project folder under Loupe's home, ``first`` (the served project) first."""
+    return project_page(first, per_page=None).states
+
+
+#: Projects the landing page lists at once.
+PER_PAGE = 25
+
+
+@dataclass(frozen=True)
+class ProjectPage:
+    """One page of the landing page's project list."""
+
+    states: list[ProjectState]
+    #: Projects whose name contains ``search`` (all of them without one), and all.
+    matching: int
+    total: int
+    #: 0-based page shown, of ``pages`` (at least 1).
+    page: int
+    pages: int
+    search: str
+
+
+def project_page(first: str | None = None, *, search: str = "", page: int = 0,
+                 per_page: int | None = PER_PAGE) -> ProjectPage:
+    """The projects whose name contains ``search`` (case-insensitive), ``first`` (the served
+    project) first, then by name, ``per_page`` at a time (all with None). Only the page's
+    project folders are read, so a visit costs the same with 10 projects or 1,000."""
     base = projects_dir()
-    folders = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-    states = [project_state(folder) for folder in folders]
-    return sorted(states, key=lambda state: (state.name != first, state.name))
+    names = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    needle = search.strip().casefold()
+    matching = sorted((n for n in names if needle in n.casefold()),
+                      key=lambda name: (name != first, name))
+    size = len(matching) if per_page is None else max(1, int(per_page))
+    pages = max(1, -(-len(matching) // max(size, 1)))
+    page = min(max(0, int(page)), pages - 1)
+    shown = matching[page * size:(page + 1) * size]
+    return ProjectPage(states=[project_state(base / name) for name in shown],
+                       matching=len(matching), total=len(names), page=page, pages=pages,
+                       search=search.strip())
 
 
-__all__ = ["LineState", "ProjectState", "project_state", "project_states"]
+__all__ = ["PER_PAGE", "LineState", "ProjectPage", "ProjectState", "project_page",
+           "project_state", "project_states"]

@@ -50,7 +50,7 @@ from traitlets.config import LoggingConfigurable
 from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
-from workbench.deploy.landing import project_states
+from workbench.deploy.landing import ProjectPage, project_page
 from workbench.errors import LoupeError
 
 #: Environment variable carrying the access token into the server process.
@@ -276,17 +276,26 @@ class BoundedPageHandler(TornadoVoilaHandler):
 
 
 class LandingHandler(TornadoVoilaTreeHandler):
-    """Voila's landing page with ``loupe_projects``: each project's last drift check and the
-    deployment each line runs, read from the project folders at every visit."""
+    """Voila's landing page with ``loupe_projects``: one page (``?page=``, from 1) of the
+    projects whose name contains ``?q=``, each with its last drift check and the deployment
+    each line runs, read from the project folders at every visit."""
 
     @property
     def template_namespace(self) -> dict[str, Any]:
         namespace = super().template_namespace
+        search = self.get_argument("q", "")[:200]
         try:
-            namespace["loupe_projects"] = project_states(os.environ.get("LOUPE_PROJECT"))
+            page = int(self.get_argument("page", "1")) - 1
+        except ValueError:
+            page = 0
+        try:
+            listing = project_page(os.environ.get("LOUPE_PROJECT"), search=search, page=page)
         except OSError as error:  # an unreadable home must not take the links down
             self.log.warning("landing page: cannot read the project folders (%s)", error)
-            namespace["loupe_projects"] = []
+            listing = ProjectPage(states=[], matching=0, total=0, page=0, pages=1,
+                                  search=search)
+        namespace["loupe_projects"] = listing.states
+        namespace["loupe_listing"] = listing
         return namespace
 
 

@@ -207,11 +207,14 @@ def grouped_folds(labels: Sequence, groups: np.ndarray, n_folds: int, *, seed: i
     fold_size = len(labels) / n_folds
     largest = int(sizes.index[0])
     if sizes.iloc[0] > fold_size:
-        name = words.get(largest, f"a set of {int(sizes.iloc[0])} near-copies")
-        raise ValueError(f"{name} holds {int(sizes.iloc[0])} of {len(labels)} images, more "
-                         f"than a fold ({fold_size:.0f} with folds={n_folds}): the fold that "
-                         "holds it out would leave too little to train on. Pass fewer folds or "
-                         "a finer group_by.")
+        name = words.get(largest)
+        hint = ("Pass fewer folds or a finer group_by." if name else
+                "Look at them (wb.near_duplicates); if they are different parts that only "
+                "look alike, train with group_copies=False.")
+        raise ValueError(f"{name or f'a set of {int(sizes.iloc[0])} near-copies'} holds "
+                         f"{int(sizes.iloc[0])} of {len(labels)} images, more than a fold "
+                         f"({fold_size:.0f} with folds={n_folds}): the fold that holds it out "
+                         f"would leave too little to train on. {hint}")
     fold = np.full(len(labels), -1, dtype=np.int64)
     values = labels.astype(np.int64) if all(isinstance(v, int | np.integer) for v in labels) \
         else labels.astype(str)

@@ -109,6 +109,19 @@ def ensure_review_field(dataset: fo.Dataset) -> None:
         dataset.add_sample_field("annotations.review", fiftyone().BooleanField)
 
 
+def load_project(name: str) -> fo.Dataset | None:
+    """The dataset of the Loupe project ``name``, or None when there is none (a dataset of
+    another tool of that name is not loaded for writing, nor changed)."""
+    fo = fiftyone()
+    if not fo.dataset_exists(name):
+        return None
+    dataset = fo.load_dataset(name)
+    if PROJECT_TAG not in (dataset.tags or []):
+        return None
+    ensure_review_field(dataset)
+    return dataset
+
+
 def load_dataset(name: str) -> fo.Dataset:
     """Load a project's dataset (the caller has checked that it exists)."""
     dataset = fiftyone().load_dataset(name)

@@ -156,9 +156,7 @@ def plan_folds(folder: str | os.PathLike[str], samples: dict[str, list], labels:
     ``vectors`` are (``backbone``, ``image_size``), for :func:`workbench.leaks` to compare
     the same way. ``scored`` (bool per sample) limits the folds to those samples (an anomaly
     version holds out good images only); the others still join groups. ``copies=False``
-    groups by
-    ``group_values`` only: for measuring how optimistic ungrouped folds are, never for a
-    version anyone relies on.
+    groups by ``group_values`` only (see :func:`workbench.train`'s ``group_copies``).
     """
     n = len(labels)
     synthetic = np.asarray(samples.get("synthetic", [False] * n), dtype=bool)

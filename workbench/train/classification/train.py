@@ -128,7 +128,8 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         groups were formed (:mod:`workbench.train.groups`). Every task takes it.
     group_copies : bool, default True
         ``False`` groups by ``group_by`` only: for measuring how optimistic ungrouped folds
-        are (``bench/honest.py``), never for a version anyone relies on.
+        are (``bench/honest.py``), or when different parts that merely look alike chain
+        into one group larger than a fold (the error says so).
     model : {"auto", "retinanet"}, default "auto"
         The detector architecture (``"auto"`` is RetinaNet); classification takes only
         ``"auto"`` (its choice is ``mode``). A detection run is
