@@ -135,13 +135,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--part", nargs="+", default=["leak", "quality", "shortcuts"],
                         choices=["leak", "quality", "shortcuts"])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--finetune", action="store_true",
                         help="part 1 with a fine-tune (mode='finetune', 5 epochs, 128 px) "
                              "instead of the probe")
     args = parser.parse_args(argv)
     root = throwaway_home("loupe-bench-honest-")
     print(machine_line(sys.argv))
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     if "leak" in args.part:
         part_leak(seeds, root, **({"mode": "finetune", "epochs": 5, "image_size": 128}
                                   if args.finetune else {}))
