@@ -1,6 +1,21 @@
-"""Scale: many projects on one server (issue 28, item 3).
+"""Scale: a 100,000-image project, and many projects on one server (issue 28).
 
-Usage: ``python bench/scale.py --projects 1000``
+Usage: ``python bench/scale.py --n 100000`` (the images part, at 1,000, 10,000 and ``--n``),
+``python bench/scale.py --projects 1000`` (the projects part); both with ``--n ... --projects``.
+
+**Images.** ``bench/scale_data.py`` renders ``--n`` demo casings at 96 px on every core
+(planted wrong labels, 20 % unlabelled, three slice fields), kept in ``--images`` between
+runs. At each size a fresh project imports the first n rows of ``labels.csv``, then each
+step is timed with its peak resident memory (sampled every 10 ms), beside a baseline in the
+same run: the same job done directly with FiftyOne, pandas, NumPy, cleanlab or
+scikit-learn where one exists. The steps: import (baseline: Pillow open + verify of every
+file), open, the labelling grid's first page, a filter change and a relabel round trip,
+embedding (once; ``--image-size``, 64 px by default, with the mirrored images for label
+issues), a probe version, label issues, near-duplicates, outliers,
+``suggest_labels(strategy="cover")``, the embedding map, the datasheet, a drift check of
+500 images against the version's training images (up to 10,000 of them). Printed: a table
+of seconds and peak MB per step and size, and each step's growth exponent from 10,000 to
+``--n`` (1 is linear; n log n from 10k to 100k is 1.2).
 
 Creates one demo project (50 images) and empty projects beside it, up to 10, 100 and
 ``--projects``; at each count it times, median of repeats:
@@ -12,7 +27,7 @@ Creates one demo project (50 images) and empty projects beside it, up to 10, 100
   the page's project folders.
 
 Goal: opening a project does not get slower with the number of projects (growth exponent
-between 100 and ``--projects`` near 0). The 100,000-image part of issue 28 is not here yet.
+between 100 and ``--projects`` near 0).
 """
 
 from __future__ import annotations
@@ -82,12 +97,28 @@ def part_projects(most: int, repeats: int = 15) -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--projects", type=int, default=1000)
+    parser.add_argument("--n", type=int, default=0, help="largest project, in images")
+    parser.add_argument("--sizes", default="1000,10000",
+                        help="smaller sizes measured before --n (comma separated)")
+    parser.add_argument("--images", default="/tmp/loupe-scale-images",
+                        help="where the generated images are kept between runs")
+    parser.add_argument("--image-size", type=int, default=64,
+                        help="embedding side in pixels (the analyses' and the probe's)")
+    parser.add_argument("--projects", type=int, default=0, help="the projects part, up to")
     args = parser.parse_args(argv)
+    if not args.n and not args.projects:
+        parser.error("give --n (images) and/or --projects")
     if not os.environ.get("FIFTYONE_DATABASE_URI"):
         throwaway_home("loupe-bench-scale-")
     print(machine_line(sys.argv))
-    part_projects(args.projects)
+    if args.n:
+        from scale_images import part_images
+
+        sizes = sorted({int(v) for v in args.sizes.split(",") if v and int(v) < args.n}
+                       | {args.n})
+        part_images(sizes, Path(args.images), image_size=args.image_size)
+    if args.projects:
+        part_projects(args.projects)
 
 
 if __name__ == "__main__":

@@ -257,3 +257,26 @@ def test_drift_monitor_draws_checks_and_opens_one_on_click(line):
     assert "DRIFT" in monitor.detail.value
     assert monitor.run("/no/such/folder") is None
     assert "not found" in monitor.message.value
+
+
+def test_a_large_training_set_is_sampled_for_the_reference_by_label(line, monkeypatch):
+    """Above MAX_REFERENCE training images the reference is a stratified sample (made the
+    same way every time), so a check on a 100,000-image project stays quick."""
+    from workbench.monitor import drift as drift_module
+
+    project, version, batches = line
+    cached = project.folder / "drift" / f"reference_{version.name}.npz"
+    cached.unlink(missing_ok=True)
+    monkeypatch.setattr(drift_module, "MAX_REFERENCE", 20)
+    try:
+        report = wb.drift(project, version, batches["fresh"], store=False)
+        with np.load(cached) as saved:
+            sampled, labels = len(saved["vectors"]), list(saved["labels"])
+        assert not report.drifted
+    finally:
+        cached.unlink(missing_ok=True)  # the other tests use the full reference
+    training = version.snapshot()
+    assert sampled == len(labels) == 20 < len(training)
+    expected = training["label"].value_counts(normalize=True)
+    got = pd.Series(labels).value_counts(normalize=True)
+    assert (got.reindex(expected.index, fill_value=0) - expected).abs().max() <= 0.1

@@ -80,6 +80,7 @@ from .train.anomaly.train import NotEnoughNormalImagesError
 from .train.classification.finetune import UnusableStateWarning
 from .train.classification.train import TrainingCancelled, train
 from .train.detection.train import DetectionSettings, train_detector
+from .train.embeddings import embed
 from .train.run_lock import RunInProgressError
 from .train.versions import ModelVersion
 
@@ -144,6 +145,7 @@ __all__ = [
     "discover_slices",
     "drift",
     "drift_history",
+    "embed",
     "embedding_map",
     "export",
     "gate",

@@ -23,12 +23,12 @@ from widgets._base import STATIC
 from widgets._base.palette import label_colors
 from widgets._base.source import annotator_name, require_annotator, resolve_source
 from workbench import LoupeError, ProjectError
+from workbench.store import pages
 from workbench.store.labels import latest_per_annotator, latest_review
+from workbench.store.pages import UNLABELLED  # noqa: F401  (the grid's filter value)
 from workbench.store.thumbnails import data_uris
 
 _STATIC = STATIC
-#: Filter value of samples without a label.
-UNLABELLED = "(unlabelled)"
 #: Most thumbnails one page may show.
 MAX_PAGE_SIZE = 1000
 
@@ -110,21 +110,23 @@ class LabelingGrid(anywidget.AnyWidget):
         self._undo: list[tuple[list[str], str, dict[str, str | None]]] = []
         self._uris: dict[tuple[str, int], str] = {}
         self._captions: dict[str, str] = {}
-        self._ids: list[str] = []
+        self._ids: list[str] | None = None  # every id after filters, read when asked
+        self._rows = pages.rows(self.project, [], None)  # the page shown
+        self._scope = view_ids
         super().__init__(annotator=annotator, thumb_size=thumb_size,
                          has_heatmaps=heatmaps is not None)
         self._reload()
-        self._scope = view_ids
         self.on_msg(self._on_front_message)
         self.observe(self._on_filters, names="filters")
         self.observe(lambda _: self._apply_filters(page=self.page), names="overlay")
-        self.show(list(sample_ids) if sample_ids is not None else self._all_ids(),
-                  captions=captions)
+        self._show(None if sample_ids is None else list(sample_ids), captions=captions)
 
     # -- public API --------------------------------------------------------------------
     @property
     def sample_ids(self) -> list[str]:
         """Ids the grid shows now, over all pages, after filters."""
+        if self._ids is None:
+            self._ids = pages.matching_ids(self.project, self._pages, self._match)
         return list(self._ids)
 
     def show(self, sample_ids: Sequence[str], *, title: str = "",
@@ -133,10 +135,21 @@ class LabelingGrid(anywidget.AnyWidget):
 
         Ids outside the grid's project (or view) are left out.
         """
-        known = set(self._frame.index)
-        scope = set(self._scope) if self._scope is not None else None
-        self._base = [sid for sid in dict.fromkeys(sample_ids)
-                      if sid in known and (scope is None or sid in scope)]
+        self._show(list(sample_ids), title=title, captions=captions)
+
+    def _show(self, sample_ids: list[str] | None, *, title: str = "",
+              captions: Mapping[str, str] | None = None) -> None:
+        """``sample_ids`` None: the whole project (or view), paged by the database."""
+        if sample_ids is None:
+            base = None if self._scope is None else list(self._scope)
+        else:
+            scope = set(self._scope) if self._scope is not None else None
+            wanted = [sid for sid in dict.fromkeys(sample_ids)
+                      if scope is None or sid in scope]
+            stored = set(pages.matching_ids(self.project, pages.Scope(tuple(wanted)), {
+                "_id": {"$in": pages.object_ids(wanted)}})) if wanted else set()
+            base = [sid for sid in wanted if sid in stored]
+        self._base = base
         self._captions = dict(captions or {})
         with self.hold_trait_notifications():
             self.title = title
@@ -198,7 +211,8 @@ class LabelingGrid(anywidget.AnyWidget):
             raise ProjectError("LabelingGrid.veto: nothing selected; select synthetic images")
         count = wb.veto_synthetic(self.project, ids, annotator=self._writer())
         gone = set(ids)
-        self._base = [sid for sid in self._base if sid not in gone]
+        if self._base is not None:
+            self._base = [sid for sid in self._base if sid not in gone]
         self.selected = []
         self.refresh()
         self.message = f"vetoed {count} synthetic image{'s' if count != 1 else ''}"
@@ -233,77 +247,51 @@ class LabelingGrid(anywidget.AnyWidget):
     # -- state -------------------------------------------------------------------------
     def _reload(self) -> None:
         project = self.project
-        frame = project.to_pandas().set_index("sample_id")
-        frame["issue"] = False
-        issue_key = _latest_issue_run(project)
-        if issue_key is not None:
-            ids, flags = project.dataset.values(["id", f"{issue_key}.is_issue"])
-            flagged = {sid for sid, flag in zip(ids, flags, strict=True) if flag}
-            frame["issue"] = frame.index.isin(flagged)
-        frame["quality"] = [[] for _ in range(len(frame))]
-        if project.dataset.has_sample_field("image_issues"):
-            ids, found = project.dataset.values(["id", "image_issues.issues"])
-            quality = {sid: list(v) for sid, v in zip(ids, found, strict=True) if v}
-            frame["quality"] = [quality.get(sid, []) for sid in frame.index]
-        self._frame = frame
-        self._slice_fields = [f for f in project.slice_fields if f in frame.columns]
+        pages.ensure_indexes(project)
+        self._issue_key = pages.latest_issue_run(project)
+        self._slice_fields = project.slice_fields
         classes = project.classes
         self.classes = classes
         self.colors = label_colors(classes)
 
-    def _all_ids(self) -> list[str]:
-        return list(self._scope) if self._scope is not None else list(self._frame.index)
+    @property
+    def _pages(self) -> pages.Scope:
+        return pages.Scope(None if self._base is None else tuple(self._base), self._issue_key)
 
     def _options(self) -> dict[str, Any]:
-        frame = self._frame.loc[self._base]
-        labels = [c for c in self.classes if (frame["label"] == c).any()]
-        if frame["label"].isna().any():
-            labels.append(UNLABELLED)
-        tags = sorted({tag for tags in frame["tags"] for tag in (tags or [])})
-        slices = {field: sorted(str(v) for v in frame[field].dropna().unique())
-                  for field in self._slice_fields}
-        quality = sorted({name for names in frame["quality"] for name in names})
-        return {"label": labels, "tag": tags, "slices": slices,
-                "issue": bool(frame["issue"].any()),
-                "quality": ["any", *quality] if quality else []}
+        return pages.filter_options(self.project, self._pages, self.classes,
+                                    self._slice_fields)
 
     def _on_filters(self, change: dict) -> None:
         self._apply_filters(page=0)
 
     def _apply_filters(self, *, page: int) -> None:
-        frame = self._frame.loc[self._base]
-        keep = frame.index.to_series().astype(bool)
-        for name, value in self.filters.items():
-            if name == "label":
-                match = frame["label"].isna() if value == UNLABELLED else frame["label"] == value
-            elif name == "tag":
-                match = frame["tags"].map(lambda tags, v=value: v in (tags or []))
-            elif name == "issue":
-                match = frame["issue"]
-            elif name == "quality":
-                match = frame["quality"].map(lambda found, v=value: bool(found) and (
-                    v == "any" or v in found))
-            elif name in self._slice_fields:
-                match = frame[name].astype(str) == str(value)
-            else:
-                self.message = (f"unknown filter {name!r}: use label, tag, issue, quality or "
-                                f"a slice field ({', '.join(self._slice_fields) or 'none'})")
-                raise ProjectError(self.message)
-            keep &= match.fillna(False).astype(bool)
-        self._ids = list(frame.index[keep.to_numpy()])
-        count = max(1, math.ceil(len(self._ids) / self.page_size))
+        try:
+            self._match = pages.query(self.project, self._pages, self.filters,
+                                      self._slice_fields)
+        except ProjectError as error:
+            self.message = str(error)
+            raise
+        self._ids = None
+        total = pages.count(self.project, self._match)
+        count = max(1, math.ceil(total / self.page_size))
         page = min(max(0, int(page)), count - 1)
+        ids = pages.page_ids(self.project, self._pages, self._match, page, self.page_size)
         with self.hold_trait_notifications():
-            self.total = len(self._ids)
+            self.total = total
             self.page_count = count
             self.page = page
-            self.items = self._page_items(page)
-            visible = set(self._ids)
-            self.selected = [sid for sid in self.selected if sid in visible]
+            self.items = self._page_items(ids)
+            if self.selected:
+                chosen = {"_id": {"$in": pages.object_ids(self.selected)}}
+                kept = set(pages.matching_ids(self.project, pages.Scope(), {
+                    "$and": [self._match, chosen]} if self._match else chosen))
+                self.selected = [sid for sid in self.selected if sid in kept]
 
-    def _page_items(self, page: int) -> list[dict[str, Any]]:
-        ids = self._ids[page * self.page_size:(page + 1) * self.page_size]
-        rows = self._frame.loc[ids]
+    def _page_items(self, ids: list[str]) -> list[dict[str, Any]]:
+        rows = pages.rows(self.project, ids, self._issue_key)
+        self._rows = rows
+        ids = list(rows.index)
         uris = self._uris_of(ids, list(rows["filepath"]))
         heat = (self._heat_of(ids, list(rows["filepath"]))
                 if self.overlay and self.heatmaps is not None else {})
@@ -364,19 +352,16 @@ class LabelingGrid(anywidget.AnyWidget):
 
     def _named(self, ids: Sequence[str], most: int = 3) -> str:
         """The edited images by file name, so the status line says which ones changed."""
-        names = [Path(str(self._frame.at[sid, "filepath"])).name if sid in self._frame.index
-                 else sid for sid in ids[:most]]
+        found = pages.rows(self.project, list(ids[:most]), None)
+        names = [Path(str(found.at[sid, "filepath"])).name if sid in found.index else sid
+                 for sid in ids[:most]]
         more = f" and {len(ids) - most} more" if len(ids) > most else ""
         noun = "image" if len(ids) == 1 else f"{len(ids)} images"
         return f"{noun} {', '.join(names)}{more}"
 
     def _after_edit(self, ids: list[str], label: str | None, message: str) -> None:
-        values = self.project.dataset.select(ids).values(["id", "ground_truth.label", "tags"])
-        for sid, stored, tags in zip(*values, strict=True):
-            self._frame.at[sid, "label"] = stored
-            self._frame.at[sid, "tags"] = tags
-        with self.hold_trait_notifications():
-            self.items = self._page_items(self.page)
+        with self.hold_trait_notifications():  # the same page, re-read: what is stored
+            self.items = self._page_items(list(self._rows.index))
             self.can_undo = bool(self._undo)
             self.message = message
             self.edits += 1
@@ -403,9 +388,3 @@ class LabelingGrid(anywidget.AnyWidget):
         except (LoupeError, ValueError) as err:  # e.g. DatabaseUnavailableError: shown, not raised
             self.message = str(err)
 
-
-def _latest_issue_run(project: Any) -> str | None:
-    runs = project.analysis_runs()
-    runs = runs[(runs["method"] == "label_issues")
-                & runs["key"].map(project.dataset.has_sample_field)]
-    return None if runs.empty else str(runs.sort_values("time")["key"].iloc[-1])

@@ -6,12 +6,13 @@
 >>> rep.shift[rep.shift["moved"]]                        # e.g. brightness -31 %
 >>> p.drift_history()                                    # every check, stored in the project
 
-The reference is the version's training snapshot (real images only): their embeddings,
-from the project's cache, and their brightness, contrast, sharpness and size, cached under
-``<project>/drift/``. Two permutation MMD tests compare a batch with it: on the embeddings
-(what the images show: a new defect, another part) and on the image statistics (how they
-were taken: a darker lamp, a softer focus); the batch has drifted when the Bonferroni-
-combined p-value is below ``alpha``. Each check is appended to ``drift/checks.jsonl``, its
+The reference is the version's training snapshot (real images only; a sample of 10,000,
+stratified by label, when larger): their embeddings, from the project's cache, and their
+brightness, contrast, sharpness and size, cached under ``<project>/drift/``. Two
+permutation MMD tests compare a batch with it: on the embeddings (what the images show: a
+new defect, another part) and on the image statistics (how they were taken: a darker lamp,
+a softer focus); the batch has drifted when the Bonferroni-combined p-value is below
+``alpha``. Each check is appended to ``drift/checks.jsonl``, its
 full report written beside it as ``drift/<check_id>.json``.
 """
 
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from PIL import Image
+from tqdm.auto import tqdm
 
 from workbench.analyse.classification import resolve
 from workbench.keywords import renamed
@@ -350,9 +352,27 @@ def _embed(project: Project, version: ModelVersion, paths: Sequence[str], *,
         image_size=config["image_size"], progress=progress).vectors
 
 
+#: Most training images in a reference: beyond it, a random sample stratified by label (the
+#: tests hardly gain power, while measuring and embedding 80,000 images would take minutes).
+MAX_REFERENCE = 10_000
+
+
+def _stratified_sample(snapshot: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Exactly ``n`` rows, each label's share kept (largest remainders), the same every
+    time, in the snapshot's order."""
+    labels = snapshot["label"].fillna("").astype(str)
+    quota = labels.value_counts() * n / len(snapshot)
+    take = np.floor(quota).astype(int)
+    take[(quota - take).sort_values(ascending=False).index[:n - int(take.sum())]] += 1
+    rng = np.random.default_rng(0)
+    rows = [rng.choice(np.flatnonzero((labels == label).to_numpy()), size=int(k), replace=False)
+            for label, k in take.items() if k]
+    return snapshot.iloc[np.sort(np.concatenate(rows))]
+
+
 def _reference(project: Project, version: ModelVersion, *, progress: bool) -> dict[str, Any]:
-    """Embeddings, properties, modes and labels of the version's real training images,
-    cached per version in ``drift/reference_<version>.npz``."""
+    """Embeddings, properties, modes and labels of the version's real training images (up
+    to :data:`MAX_REFERENCE`), cached per version in ``drift/reference_<version>.npz``."""
     path = _folder(project) / f"reference_{version.name}.npz"
     created = str(version.record.get("created"))
     if path.is_file():
@@ -368,7 +388,10 @@ def _reference(project: Project, version: ModelVersion, *, progress: bool) -> di
         snapshot = snapshot[snapshot["fold"] >= 0]
     synthetic = set(project.dataset.match_tags(database.SYNTHETIC_TAG).values("id"))
     snapshot = snapshot[~snapshot["sample_id"].isin(synthetic)]
-    measured = [_measure(p) for p in snapshot["filepath"]]
+    if len(snapshot) > MAX_REFERENCE:
+        snapshot = _stratified_sample(snapshot, MAX_REFERENCE)
+    measured = [_measure(p) for p in tqdm(snapshot["filepath"], desc="drift reference",
+                                          unit="image", disable=not progress)]
     keep = [isinstance(m, dict) for m in measured]
     snapshot = snapshot[keep]
     if len(snapshot) < MIN_IMAGES:

@@ -578,8 +578,7 @@ class Project(EvalSets):
         return frame
 
     def _reloaded(self) -> fo.Dataset:
-        self._dataset.reload()
-        return self._dataset
+        return store.fresh(self._dataset)
 
 
 def list_projects(search: str | None = None) -> list[str]:

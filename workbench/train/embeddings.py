@@ -3,6 +3,7 @@
 >>> vectors = embed_paths(paths)  # (n_images, 1280) float32, rows in input order
 >>> result = embed_project(project)  # cached under project.folder / "embeddings"
 >>> result.vectors, result.to_frame()  # row i of both is the same sample
+>>> embed(project, engine="ray")  # the cache misses on Ray actors (docs/cluster.md)
 
 Decode (Pillow, RGB) → :func:`~workbench.train.backbones.preprocess` as the spec says → forward in
 ``torch.inference_mode``, batched by a ``DataLoader``. :class:`EmbeddingCache` keys rows by
@@ -20,7 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,7 @@ from workbench.store.ingest.images import (
     read_bytes,
 )
 from workbench.train.backbones import DEFAULT_BACKBONE, BackboneSpec, create_backbone, preprocess
+from workbench.train.ray_engine import Engine, RayCluster, resolve_engine
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -263,11 +265,14 @@ class EmbeddingCache:
     def embed(self, paths: Sequence[str | os.PathLike[str]], *, backbone: str = DEFAULT_BACKBONE,
               weights: Weights = "default", image_size: int = 224,
               batch_size: int = DEFAULT_BATCH_SIZE, num_workers: int | None = None,
-              progress: bool = True, flip: bool = False) -> Embeddings:
+              progress: bool = True, flip: bool = False,
+              cluster: RayCluster | None = None) -> Embeddings:
         """Embed image files, running the backbone only on content not cached yet.
 
         Parameters as :func:`embed_paths` (``weights`` not random); ``flip`` embeds the
-        left-right mirrored images (test-time augmentation), cached apart. Returns
+        left-right mirrored images (test-time augmentation), cached apart; with a
+        ``cluster`` (:func:`~workbench.train.ray_engine.resolve_engine`) the cache misses
+        are embedded by Ray actors (hashing, lookup and storing stay here). Returns
         :class:`Embeddings`: vectors of shape (n_images, num_features) in input order,
         ``computed`` marking the cache misses.
         """
@@ -283,9 +288,15 @@ class EmbeddingCache:
                 raise ImageReadError(f"cannot read image {str(path)!r}: {error.reason}") from None
         vectors, found = self.lookup(spec, image_size, hashes, flip=flip)
         missing = np.flatnonzero(~found)
-        vectors[missing], new_hashes = _compute(
-            model, spec, [files[i] for i in missing], image_size=image_size,
-            batch_size=batch_size, num_workers=num_workers, progress=progress, flip=flip)
+        if cluster is not None and len(missing):
+            vectors[missing], new_hashes = cluster.embed_files(
+                [files[i] for i in missing], backbone=backbone, weights=weights,
+                image_size=image_size, batch_size=batch_size, flip=flip, progress=progress,
+                desc=f"embedding ({spec.name})")
+        else:
+            vectors[missing], new_hashes = _compute(
+                model, spec, [files[i] for i in missing], image_size=image_size,
+                batch_size=batch_size, num_workers=num_workers, progress=progress, flip=flip)
         self.store(spec, image_size, new_hashes, vectors[missing], flip=flip)  # bytes decoded
         for i, digest in zip(missing, new_hashes, strict=True):
             hashes[i] = digest
@@ -325,15 +336,60 @@ def embed_project(project: Project, *, backbone: str = DEFAULT_BACKBONE,
         ``vectors`` of shape (n_samples, num_features), ``sample_ids`` row for row;
         ``n_computed`` is 0 when everything came from the cache.
     """
+    return _embed_project(project, view, backbone=backbone, weights=weights,
+                          image_size=image_size, batch_size=batch_size,
+                          num_workers=num_workers, progress=progress, flip=flip)
+
+
+def embed(project: Project | str, *, engine: Engine = "local",
+          view: fo.DatasetView | None = None, backbone: str = DEFAULT_BACKBONE,
+          weights: Weights = "default", image_size: int = 224,
+          batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True,
+          address: str | None = None, workers: int | None = None) -> Embeddings:
+    """Embed a project's images (or a view's) here or on a Ray cluster, cached under its folder.
+
+    Parameters
+    ----------
+    project : Project or str
+        The project, or its name.
+    engine : {"local", "ray"}, default "local"
+        ``"local"``: :func:`embed_project` in this process. ``"ray"``: the images not in
+        the project's embedding cache are embedded by a pool of Ray actors (each builds
+        the backbone once); hashing, the cache and the result stay in this process, so a
+        later local call finds every vector cached (docs/cluster.md).
+    view, backbone, weights, image_size, batch_size, progress
+        As :func:`embed_project` takes them.
+    address : str, optional
+        ``engine="ray"`` only: the Ray cluster (``"ray://head:10001"``, ``"auto"``); by
+        default ``$LOUPE_RAY_ADDRESS``, else a Ray started on this machine. A Ray already
+        initialised in this process is used as it is.
+    workers : int, optional
+        ``engine="ray"`` only: actors in the pool (one CPU each); by default one per CPU.
+
+    Returns
+    -------
+    Embeddings
+        As :func:`embed_project`: ``vectors`` of shape (n_samples, num_features),
+        ``sample_ids`` row for row, ``computed`` marking what this call ran.
+    """
+    from workbench.store.coerce import as_project
+
+    cluster = resolve_engine(engine, address=address, workers=workers)
+    return _embed_project(as_project(project), view, backbone=backbone, weights=weights,
+                          image_size=image_size, batch_size=batch_size, num_workers=None,
+                          progress=progress, flip=False, cluster=cluster)
+
+
+def _embed_project(project: Project, view: fo.DatasetView | None, *,
+                   cluster: RayCluster | None = None, **options: Any) -> Embeddings:
     if view is not None and getattr(view, "dataset_name", None) != project.name:
         raise ValueError(f"view must be a view of project {project.name!r}'s dataset, got a "
                          f"{type(view).__name__} of {getattr(view, 'dataset_name', None)!r}.")
     ids, filepaths = (project.dataset if view is None else view).values(["id", "filepath"])
-    result = EmbeddingCache(project.folder / "embeddings").embed(
-        filepaths, backbone=backbone, weights=weights, image_size=image_size,
-        batch_size=batch_size, num_workers=num_workers, progress=progress, flip=flip)
+    result = EmbeddingCache(project.folder / "embeddings").embed(filepaths, cluster=cluster,
+                                                                 **options)
     return dataclasses.replace(result, sample_ids=list(ids))
 
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_NUM_WORKERS", "EmbeddingCache", "Embeddings",
-           "ImageReadError", "embed_paths", "embed_project"]
+           "ImageReadError", "embed", "embed_paths", "embed_project"]

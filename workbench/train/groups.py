@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,23 +69,32 @@ def signatures(paths: Sequence[str | os.PathLike[str]], hashes: Sequence[str | N
                 known = dict(zip(saved["hashes"].astype(str), saved["signatures"], strict=True))
         except (OSError, ValueError, KeyError):
             known = {}
-    fresh = 0
-    for k, (path, digest) in enumerate(tqdm(list(zip(paths, hashes, strict=True)),
-                                            desc="near-copy signatures", unit="image",
-                                            disable=not progress)):
+    todo = []
+    for k, digest in enumerate(hashes):
         if digest and digest in known and known[digest].shape == width:
             out[k] = known[digest]
-            continue
+        else:
+            todo.append(k)
+
+    def read(k: int) -> bool:
         try:
-            with Image.open(path) as image:
+            with Image.open(paths[k]) as image:
                 out[k] = pixel_signature(image)
         except (OSError, UnidentifiedImageError, ValueError):
-            if unreadable is not None:
-                unreadable.append(k)
-            continue
-        if digest:
-            known[digest] = out[k]
-            fresh += 1
+            return False
+        return True
+
+    fresh = 0
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for k, ok in zip(todo, tqdm(pool.map(read, todo, chunksize=64), total=len(todo),
+                                    desc="near-copy signatures", unit="image",
+                                    disable=not progress), strict=True):
+            if not ok:
+                if unreadable is not None:
+                    unreadable.append(k)
+            elif hashes[k]:
+                known[str(hashes[k])] = out[k]
+                fresh += 1
     if store is not None and fresh:
         store.parent.mkdir(parents=True, exist_ok=True)
         partial = store.with_name(f".{store.name}.{os.getpid()}.partial.npz")

@@ -11,6 +11,7 @@ half-written version.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ import torch
 
 from workbench.metrics.calibration import apply_temperature
 from workbench.train.classification.network import Classifier, build_member
+from workbench.train.ray_engine import Engine, RayCluster, on_files, resolve_engine
 
 if TYPE_CHECKING:
     import fiftyone as fo
@@ -355,12 +357,18 @@ class ModelVersion:
             found["normal_box"] = patch_box(normal.size, grid, sy, sx)
         return found
 
-    def _anomaly_frame(self, ids: list[str] | None, paths: list[str], *,
-                       progress: bool) -> pd.DataFrame:
+    def _anomaly_frame(self, ids: list[str] | None, paths: list[str], *, progress: bool,
+                       cluster: RayCluster | None = None) -> pd.DataFrame:
         from workbench.train.anomaly.patchcore import heatmap, heatmap_png
 
         model = self.anomaly
-        scores, maps = model.score_files(paths, progress=progress)
+        if cluster is None:
+            scores, maps = model.score_files(paths, progress=progress)
+        else:
+            rows = cluster.map_files(paths, model, _scored, progress=progress,
+                                     desc="anomaly scores")
+            scores = np.array([score for score, _ in rows], dtype=np.float32)
+            maps = [found for _, found in rows]
         folder = self.folder / "heatmaps"
         folder.mkdir(exist_ok=True)
         pngs = []
@@ -384,7 +392,9 @@ class ModelVersion:
         return frame
 
     def predict(self, paths_or_view: Any, *, batch_size: int = 8,
-                progress: bool = True, score_threshold: float | None = None) -> pd.DataFrame:
+                progress: bool = True, score_threshold: float | None = None,
+                engine: Engine = "local", address: str | None = None,
+                workers: int | None = None) -> pd.DataFrame:
         """Predict image files, or every sample of a FiftyOne view or dataset.
 
         Parameters
@@ -392,6 +402,12 @@ class ModelVersion:
         score_threshold : float, optional
             Detectors only: the lowest box confidence kept (the version's, 0.05, by
             default).
+        engine : {"local", "ray"}, default "local"
+            ``"ray"``: the images go in batches to a pool of Ray actors, each holding the
+            network (probe members: the embedding cache's misses are embedded there); the
+            frame is the same as the local one (docs/cluster.md).
+        address, workers
+            ``engine="ray"`` only, as :func:`workbench.train.embeddings.embed` takes them.
 
         Returns
         -------
@@ -407,15 +423,17 @@ class ModelVersion:
             relative to it, capped at 1) and ``heatmap`` (a grey PNG: white at twice the
             threshold).
         """
+        cluster = resolve_engine(engine, address=address, workers=workers)
         ids, paths = _inputs(paths_or_view)
         if self.task == "anomaly":
-            return self._anomaly_frame(ids, paths, progress=progress)
+            return self._anomaly_frame(ids, paths, progress=progress, cluster=cluster)
         if self.task == "detection":
             return self._detect(ids, paths, batch_size=batch_size, progress=progress,
-                                score_threshold=score_threshold)
+                                score_threshold=score_threshold, cluster=cluster)
         if score_threshold is not None:
             raise ValueError("score_threshold applies to detection versions only.")
-        probs = self._probabilities(paths, batch_size=batch_size, progress=progress)
+        probs = self._probabilities(paths, batch_size=batch_size, progress=progress,
+                                    cluster=cluster)
         frame = probability_frame(probs, self.classes)
         frame.insert(0, "filepath", [str(p) for p in paths])
         if ids is not None:
@@ -423,11 +441,13 @@ class ModelVersion:
         return frame
 
     def _detect(self, ids: list[str] | None, paths: list[str], *, batch_size: int,
-                progress: bool, score_threshold: float | None) -> pd.DataFrame:
+                progress: bool, score_threshold: float | None,
+                cluster: RayCluster | None = None) -> pd.DataFrame:
         from workbench.train.detection.predict import detect_files, detection_frame
 
-        found = detect_files(self.detector, paths, batch_size=batch_size,
-                             score_threshold=score_threshold, progress=progress)
+        found = on_files(cluster, paths, self.detector, functools.partial(
+            detect_files, batch_size=batch_size, score_threshold=score_threshold),
+            progress=progress, desc="detecting")
         keys = list(range(len(paths)))
         frame = detection_frame(found, self.classes, "_row", keys)
         frame.insert(0, "filepath", [str(paths[i]) for i in frame["_row"]])
@@ -435,23 +455,24 @@ class ModelVersion:
             frame.insert(0, "sample_id", [ids[i] for i in frame["_row"]])
         return frame.drop(columns="_row")
 
-    def _probabilities(self, paths: list[str], *, batch_size: int,
-                       progress: bool) -> np.ndarray:
+    def _probabilities(self, paths: list[str], *, batch_size: int, progress: bool,
+                       cluster: RayCluster | None = None) -> np.ndarray:
         """Mean of the members' probabilities (n, n_classes). Probe members read the
         project's embedding cache (their frozen body is the packaged one, keyed by content);
-        the others run the network."""
+        the others run the network (on Ray actors with a ``cluster``)."""
         kinds = self.record.get("members", [])
         classifier = self.classifier
+        run = functools.partial(Classifier.predict_files, batch_size=batch_size)
         if ("probe" not in kinds
                 or not self.record["spec"]["weights_source"].startswith("package:")):
-            return classifier.predict_files(paths, batch_size=batch_size, progress=progress)
+            return on_files(cluster, paths, classifier, run, progress=progress, rows=True)
         from workbench.train.classification.probe import head_probabilities
         from workbench.train.embeddings import EmbeddingCache
 
         vectors = EmbeddingCache(self.folder.parent.parent / "embeddings").embed(
             paths, backbone=self.config["backbone"], weights=self.config["weights"],
             image_size=self.config["image_size"], batch_size=batch_size,
-            progress=progress).vectors
+            progress=progress, cluster=cluster).vectors
         total = sum(head_probabilities(member[1], vectors)
                     for kind, member in zip(kinds, classifier.members, strict=True)
                     if kind == "probe")
@@ -461,8 +482,8 @@ class ModelVersion:
             rest = Classifier(others, image_size=classifier.image_size,
                               mean=classifier.mean.flatten().tolist(),
                               std=classifier.std.flatten().tolist(), classes=self.classes)
-            total = total + len(others) * rest.predict_files(paths, batch_size=batch_size,
-                                                             progress=progress)
+            total = total + len(others) * on_files(cluster, paths, rest, run,
+                                                   progress=progress, rows=True)
         probs = (total / len(kinds)).astype(np.float32)
         return probs if self.temperature == 1.0 else apply_temperature(probs, self.temperature)
 
@@ -495,6 +516,12 @@ def probability_frame(probs: np.ndarray, classes: Sequence[str]) -> pd.DataFrame
     for i, name in enumerate(classes):
         frame[name] = probs[:, i]
     return frame
+
+
+def _scored(model: Any, paths: list[str]) -> list[tuple[float, np.ndarray]]:
+    """An anomaly model's (score, patch distances) per file, for the Ray actors."""
+    scores, maps = model.score_files(paths, progress=False)
+    return list(zip(scores.tolist(), maps, strict=True))
 
 
 def _inputs(paths_or_view: Any) -> tuple[list[str] | None, list[str]]:
