@@ -1,7 +1,8 @@
 """Scale: a 100,000-image project, and many projects on one server (issue 28).
 
 Usage: ``python bench/scale.py --n 100000`` (the images part, at 1,000, 10,000 and ``--n``),
-``python bench/scale.py --projects 1000`` (the projects part); both with ``--n ... --projects``.
+``python bench/scale.py --projects 1000`` (the projects part); both with ``--n ... --projects``;
+``--reuse`` times again everything after the embedding on the projects of an earlier run.
 
 **Images.** ``bench/scale_data.py`` renders ``--n`` demo casings at 96 px on every core
 (planted wrong labels, 20 % unlabelled, three slice fields), kept in ``--images`` between
@@ -102,6 +103,9 @@ def main(argv: list[str]) -> None:
                         help="smaller sizes measured before --n (comma separated)")
     parser.add_argument("--images", default="/tmp/loupe-scale-images",
                         help="where the generated images are kept between runs")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep a scale-N project of an earlier run (its import, "
+                             "embeddings and probe version) and time the other steps again")
     parser.add_argument("--image-size", type=int, default=64,
                         help="embedding side in pixels (the analyses' and the probe's)")
     parser.add_argument("--projects", type=int, default=0, help="the projects part, up to")
@@ -116,7 +120,8 @@ def main(argv: list[str]) -> None:
 
         sizes = sorted({int(v) for v in args.sizes.split(",") if v and int(v) < args.n}
                        | {args.n})
-        part_images(sizes, Path(args.images), image_size=args.image_size)
+        part_images(sizes, Path(args.images), image_size=args.image_size,
+                    reuse=args.reuse)
     if args.projects:
         part_projects(args.projects)
 

@@ -98,3 +98,32 @@ def test_embed_project_computes_only_what_changed(emb_project):
     part = embed_project(emb_project, image_size=SIZE, view=view, progress=False)
     assert part.sample_ids == ids[2:5] and part.n_computed == 0
     np.testing.assert_array_equal(part.vectors, third.vectors[2:5])
+
+
+def test_file_hashes_are_reused_until_a_file_changes(tmp_path):
+    import hashlib
+    import json
+    import os
+
+    from workbench.train.embeddings import HASH_INDEX, EmbeddingCache, ImageReadError
+
+    files = []
+    for i in range(3):
+        path = tmp_path / f"img{i}.png"
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(path)
+        old = path.stat().st_mtime_ns - 10**10  # settled: written well before the lookup
+        os.utime(path, ns=(old, old))
+        files.append(path)
+    cache = EmbeddingCache(tmp_path / "cache")
+    truth = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    assert cache.file_hashes(files) == truth
+    index = tmp_path / "cache" / HASH_INDEX
+    record = json.loads(index.read_text())
+    record["files"][str(files[0])][2] = "f" * 64  # what was recorded is what is returned
+    index.write_text(json.dumps(record))
+    assert cache.file_hashes(files)[0] == "f" * 64
+    Image.new("RGB", (8, 8), (0, 255, 0)).save(files[0])  # changed: read and hashed again
+    assert cache.file_hashes(files)[0] == hashlib.sha256(files[0].read_bytes()).hexdigest()
+    files[1].unlink()
+    with pytest.raises(ImageReadError, match=r"img1\.png"):
+        cache.file_hashes(files)

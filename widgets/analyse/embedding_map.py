@@ -43,6 +43,9 @@ ISSUE, NO_ISSUE = "label issue", "no issue"
 ISSUE_COLORS = {ISSUE: "#C81E1E", NO_ISSUE: "#BAC4CE"}
 #: Above this many points the traces use WebGL (``Scattergl``).
 WEBGL_FROM = 3000
+#: Points drawn at most (a seeded sample; suspected label issues always drawn): a browser
+#: stays responsive, and a lasso on a dense map still catches hundreds of images.
+MAX_POINTS = 20_000
 _LEGEND_TITLES = {"label": "label", "issue": "label issues",
                   "prediction": "predicted<br><sub>✕ differs from the label</sub>"}
 
@@ -69,12 +72,17 @@ class EmbeddingMap(widgets.VBox):
     seed : int, default 0
     thumb_size, page_size : int
         Passed to the grid.
+    max_points : int, default :data:`MAX_POINTS`
+        Larger projects draw a seeded sample of this many points (every suspected label
+        issue among them); the header says how many are drawn.
 
     Attributes
     ----------
     frame : pandas.DataFrame
         One row per mapped sample (:func:`workbench.analyse.embedding_map.embedding_map`), labels
         kept current after edits in the grid.
+    drawn : numpy.ndarray of bool
+        Which rows of :attr:`frame` are drawn (all of them up to ``max_points``).
     figure : plotly.graph_objects.FigureWidget
         The scatter: one trace per colour group (class, predicted class or issue flag; by
         prediction, a second trace of crosses per class holds the predictions that differ
@@ -92,12 +100,16 @@ class EmbeddingMap(widgets.VBox):
     @renamed(mv="version")
     def __init__(self, source: Any, version: ModelVersion | str | None = None, *,
                  annotator: str | None = None, method: Method = "auto", seed: int = 0,
-                 thumb_size: int = 96, page_size: int = 60) -> None:
+                 thumb_size: int = 96, page_size: int = 60,
+                 max_points: int = MAX_POINTS) -> None:
+        if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
+            raise ValueError(f"max_points must be a positive integer; got {max_points!r}.")
         project, scope = resolve_source(source)
         self.project, self.version = (project, None) if version is None \
             else wb.as_version(project, version)
         self.frame = embedding_map(self.project, self.version, method=method, seed=seed,
                                    sample_ids=scope)
+        self.drawn = _drawn_rows(self.frame, max_points, seed)
         self.colors = label_colors(self.project.classes)
         self.trace_ids: list[list[str]] = []
         self._pending: dict[str, list[str]] = {"click": [], "selection": []}
@@ -165,7 +177,7 @@ class EmbeddingMap(widgets.VBox):
     # -- drawing -----------------------------------------------------------------------
     def _groups(self) -> list[tuple[str, str, pd.Series]]:
         """(legend name, colour, row mask) per trace, for the current colouring."""
-        frame, mode = self.frame, self.color_by.value
+        frame, mode = self.frame[self.drawn], self.color_by.value
         if mode == "issue":
             flags = frame["is_issue"].astype(bool)
             return [(ISSUE, ISSUE_COLORS[ISSUE], flags),
@@ -181,13 +193,14 @@ class EmbeddingMap(widgets.VBox):
         """The traces for the current colouring (per non-empty colour group), and the
         sample ids of each."""
         mode = self.color_by.value
-        scatter = go.Scattergl if len(self.frame) > WEBGL_FROM else go.Scatter
+        scatter = go.Scattergl if self.drawn.sum() > WEBGL_FROM else go.Scatter
+        frame = self.frame[self.drawn]
         hover = "<b>%{customdata[0]}</b><br>label: %{customdata[1]}"
         if self.version is not None:
             hover += "<br>predicted: %{customdata[2]}"
         traces, trace_ids = [], []
         for name, color, mask in self._groups():
-            rows = self.frame[mask.to_numpy(dtype=bool)]
+            rows = frame[mask.to_numpy(dtype=bool)]
             parts = [(rows, "circle", True)]
             if mode == "prediction":  # wrong predictions as crosses, in the class's legend entry
                 wrong = ~rows["correct"].fillna(True).to_numpy(dtype=bool)
@@ -238,11 +251,14 @@ class EmbeddingMap(widgets.VBox):
                    if self.version is not None else "")
         projection = str(attrs.get("projection", attrs.get("method")))
         chosen = " (chosen automatically)" if attrs.get("method") == "auto" else ""
+        drawn = int(self.drawn.sum())
+        sampled = "" if drawn == len(self.frame) else \
+            f" · {drawn:,} drawn (a seeded sample; every suspected label issue among them)"
         return (f'<div class="loupe-model-header"><h3>Embedding map</h3>'
                 f'<span class="loupe-model-sub">{len(self.frame)} images · '
                 f"{escape_html(_METHOD_NAMES.get(projection, 'A 2-D projection'))} "
                 f"of the {escape_html(attrs['backbone'])} embeddings at {attrs['image_size']} px"
-                f"{chosen}{version}</span> "
+                f"{chosen}{version}{sampled}</span> "
                 '<span class="loupe-model-hint">lasso or box-select points (or click one) to '
                 "review their images below</span></div>")
 
@@ -292,3 +308,17 @@ class EmbeddingMap(widgets.VBox):
 
     def _on_edit(self, ids: list[str], _label: str | None) -> None:
         self._update_labels(ids)
+
+
+def _drawn_rows(frame: pd.DataFrame, max_points: int, seed: int) -> np.ndarray:
+    """Rows to draw: all up to ``max_points``, else every issue and a seeded sample."""
+    drawn = np.ones(len(frame), dtype=bool)
+    if len(frame) <= max_points:
+        return drawn
+    issues = frame["is_issue"].fillna(False).to_numpy(dtype=bool) if "is_issue" in frame \
+        else np.zeros(len(frame), dtype=bool)
+    rest = np.flatnonzero(~issues)
+    room = max(0, max_points - int(issues.sum()))
+    drawn[:] = issues
+    drawn[np.random.default_rng(seed).choice(rest, min(room, len(rest)), replace=False)] = True
+    return drawn

@@ -223,7 +223,7 @@ class LabelingGrid(anywidget.AnyWidget):
     def refresh(self) -> None:
         """Re-read labels, tags and issues from the store (another user's edits show up)."""
         self._reload()
-        self.filter_options = self._options()
+        self.filter_options = self._options(fresh=True)
         self._apply_filters(page=self.page)
 
     def on_edit(self, callback: EditCallback) -> None:
@@ -247,7 +247,6 @@ class LabelingGrid(anywidget.AnyWidget):
     # -- state -------------------------------------------------------------------------
     def _reload(self) -> None:
         project = self.project
-        pages.ensure_indexes(project)
         self._issue_key = pages.latest_issue_run(project)
         self._slice_fields = project.slice_fields
         classes = project.classes
@@ -258,9 +257,9 @@ class LabelingGrid(anywidget.AnyWidget):
     def _pages(self) -> pages.Scope:
         return pages.Scope(None if self._base is None else tuple(self._base), self._issue_key)
 
-    def _options(self) -> dict[str, Any]:
+    def _options(self, *, fresh: bool = False) -> dict[str, Any]:
         return pages.filter_options(self.project, self._pages, self.classes,
-                                    self._slice_fields)
+                                    self._slice_fields, fresh=fresh)
 
     def _on_filters(self, change: dict) -> None:
         self._apply_filters(page=0)

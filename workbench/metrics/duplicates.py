@@ -5,7 +5,10 @@
 >>> pairs.attrs["threshold"]  # the cosine distance that was used
 
 Distances are cosine distances between embeddings, computed in blocks of rows, so 20,000
-samples never need a 20,000 × 20,000 matrix.
+samples never need a 20,000 × 20,000 matrix. Above that (``search="auto"``, see
+:mod:`workbench.metrics.neighbours`) each sample's :data:`APPROXIMATE_NEIGHBOURS` nearest
+come from an approximate index, with exact distances: 100,000 samples in well under a
+minute on 2 cores instead of ~4 minutes.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from workbench.metrics.neighbours import NeighbourIndex, Search, use_approximate
 from workbench.metrics.vectors import check_vectors, unit_rows
 
 #: At most this cosine distance is a duplicate by default, however spread out the data.
@@ -26,6 +30,9 @@ MAX_DEFAULT_THRESHOLD = 0.05
 MEDIAN_FRACTION = 0.15
 #: Pairs this close are the same image to the network: ``kind == "exact"``.
 EXACT_DISTANCE = 1e-4
+#: Approximate search: pairs among each sample's this many nearest (a copy with more
+#: copies than this still joins their ``group``, through its nearest ones).
+APPROXIMATE_NEIGHBOURS = 10
 #: Similarities held at once: block rows × n_samples (128 MiB of float32).
 _BLOCK_ENTRIES = 2**25
 
@@ -36,7 +43,8 @@ _COLUMNS = ["sample_id", "other_id", "distance", "kind", "group", "label", "othe
 def find_duplicates(sample_ids: Sequence, embeddings: np.ndarray, *,
                     hashes: Sequence[str | None] | None = None,
                     labels: Sequence | None = None,
-                    threshold: float | None = None) -> pd.DataFrame:
+                    threshold: float | None = None,
+                    search: Search = "auto") -> pd.DataFrame:
     """Pairs of samples that are copies of each other.
 
     Parameters
@@ -53,6 +61,11 @@ def find_duplicates(sample_ids: Sequence, embeddings: np.ndarray, *,
         Largest cosine distance (0–2) that makes a pair. Default:
         ``clip(MEDIAN_FRACTION × median nearest-neighbour distance, EXACT_DISTANCE,
         MAX_DEFAULT_THRESHOLD)``, see Notes.
+    search : {"auto", "exact", "approximate"}, default "auto"
+        ``exact`` compares every pair; ``approximate`` pairs each sample with those of its
+        :data:`APPROXIMATE_NEIGHBOURS` nearest (approximate index, exact distances) within
+        the threshold; ``auto`` is exact up to
+        :data:`~workbench.metrics.neighbours.EXACT_PAIRS` distances.
 
     Returns
     -------
@@ -87,7 +100,10 @@ def find_duplicates(sample_ids: Sequence, embeddings: np.ndarray, *,
                          f"data-driven default; got {threshold!r}.")
     unit = unit_rows(vectors)
     cutoff = MAX_DEFAULT_THRESHOLD if threshold is None else float(threshold)
-    i, j, nearest = _scan(unit, cutoff)
+    if use_approximate(search, len(unit), len(unit)):
+        i, j, nearest = _approximate_scan(unit, cutoff)
+    else:
+        i, j, nearest = _scan(unit, cutoff)
     if threshold is None:
         finite = nearest[np.isfinite(nearest)]
         median = float(np.median(finite)) if len(finite) else 1.0
@@ -145,6 +161,23 @@ def _scan(unit: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.n
     empty = np.zeros(0, dtype=np.int64)
     return (np.concatenate(rows) if rows else empty, np.concatenate(cols) if cols else empty,
             nearest)
+
+
+def _approximate_scan(unit: np.ndarray,
+                      cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As :func:`_scan`, among each row's :data:`APPROXIMATE_NEIGHBOURS` nearest."""
+    k = min(APPROXIMATE_NEIGHBOURS, len(unit) - 1)
+    if k < 1:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.full(len(unit), np.inf)
+    dist, index = NeighbourIndex(unit, search="approximate").search(None, k)
+    rows = np.repeat(np.arange(len(unit)), k)
+    close = dist.ravel() <= cutoff + 1e-5
+    low = np.minimum(rows[close], index.ravel()[close])
+    high = np.maximum(rows[close], index.ravel()[close])
+    pairs = np.unique(np.stack([low, high], axis=1), axis=0) if close.any() else \
+        np.zeros((0, 2), dtype=np.int64)
+    return pairs[:, 0], pairs[:, 1], dist[:, 0]
 
 
 def _add_hash_pairs(i: np.ndarray, j: np.ndarray,

@@ -10,15 +10,18 @@ their mean puts fewer correct labels among the suspects (bench/label_issues.py).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
+from workbench.metrics.linear_head import fit_logistic
+from workbench.metrics.neighbours import NeighbourIndex
 from workbench.metrics.vectors import unit_rows
 
 #: Inverse L2 strength of the extra probe: stronger than the trained probe's C=1, so a
@@ -71,21 +74,36 @@ def probe_probabilities(features: np.ndarray, labels: np.ndarray, *, folds: np.n
     Returns
     -------
     np.ndarray of shape (n_samples, n_classes)
+
+    Each fold's probe is fitted on at most
+    :data:`~workbench.metrics.linear_head.MAX_FIT_ROWS` of the other folds' rows (a seeded
+    class-stratified sample), the folds two at a time on two cores.
     """
     folds = _check_folds(folds, len(labels))
     views = [np.asarray(features, dtype=np.float32), *(np.asarray(a, np.float32)
                                                       for a in augmented)]
     probs = np.zeros((len(labels), n_classes))
-    for fold in np.unique(folds):
-        held, rest = folds == fold, folds != fold
-        # one BLAS thread: lbfgs's small matrix products lose more to thread hand-offs than
-        # they gain (3.3x faster on 1,799 x 1280 NEU embeddings, 2 cores)
-        with warnings.catch_warnings(), threadpool_limits(1):
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model = LogisticRegression(C=c, max_iter=2000).fit(views[0][rest], labels[rest])
+    labels = np.asarray(labels)
+    fold_ids = np.unique(folds)
+
+    def fit(fold: object) -> LogisticRegression:
+        rest = np.flatnonzero(folds != fold)
+        return fit_logistic(views[0][rest], labels[rest], c=c, max_iter=2000)
+
+    # one BLAS thread per fit (linear_head), so two folds at a time fill two cores
+    with threadpool_limits(1), ThreadPoolExecutor(max_workers=min(len(fold_ids),
+                                                                _cores())) as pool:
+        models = list(pool.map(fit, fold_ids))
+    for fold, model in zip(fold_ids, models, strict=True):
+        held = folds == fold
         for view in views:
             probs[np.ix_(held, model.classes_)] += model.predict_proba(view[held])
     return probs / len(views)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
 
 
 def knn_probabilities(features: np.ndarray, labels: np.ndarray, *, folds: np.ndarray,
@@ -94,18 +112,21 @@ def knn_probabilities(features: np.ndarray, labels: np.ndarray, *, folds: np.nda
     """Out-of-fold class probabilities from the labels of each sample's k nearest neighbours
     (cosine similarity, softmax-weighted) among the other folds.
 
-    Shapes as :func:`probe_probabilities`; returns (n_samples, n_classes).
+    Shapes as :func:`probe_probabilities`; returns (n_samples, n_classes). Neighbours are
+    approximate above :data:`~workbench.metrics.neighbours.EXACT_PAIRS` distances (one
+    :class:`~workbench.metrics.neighbours.NeighbourIndex` of all samples, each sample's own
+    fold masked).
     """
     folds = _check_folds(folds, len(labels))
     unit = unit_rows(features)
+    labels = np.asarray(labels)
     probs = np.zeros((len(labels), n_classes))
-    for fold in np.unique(folds):
-        held, rest = np.flatnonzero(folds == fold), np.flatnonzero(folds != fold)
-        similarity = unit[held] @ unit[rest].T
-        nearest = np.argsort(-similarity, axis=1)[:, :min(k, len(rest))]
-        weights = np.exp((np.take_along_axis(similarity, nearest, 1) - 1.0) / temperature)
-        for row, (index, weight) in enumerate(zip(nearest, weights, strict=True)):
-            np.add.at(probs[held[row]], labels[rest][index], weight)
+    _, codes, sizes = np.unique(folds, return_inverse=True, return_counts=True)
+    # one index over every sample; each searches only the other folds (its own masked)
+    distance, nearest = NeighbourIndex(unit).search(
+        None, min(k, len(labels) - int(sizes.max())), groups=codes)
+    weights = np.exp(-distance / temperature)  # exp((similarity - 1) / temperature)
+    np.add.at(probs, (np.arange(len(labels))[:, None], labels[nearest]), weights)
     return probs / probs.sum(axis=1, keepdims=True)
 
 

@@ -257,6 +257,11 @@ def _is_skipped(relative: Path) -> bool:
             or any(part.endswith(".partial") for part in relative.parts))
 
 
+#: Files that describe this machine's files (paths, times), meaningless elsewhere: the
+#: embedding cache's record of file hashes (workbench.train.embeddings.HASH_INDEX).
+_MACHINE_FILES = frozenset({"file-hashes.json"})
+
+
 def _project_files(folder: Path, skipped: set[str]) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -266,7 +271,8 @@ def _project_files(folder: Path, skipped: set[str]) -> list[Path]:
                        and not (top and d in skipped)
                        and (here / d).relative_to(folder).as_posix() != RUNS]
         found += [here / f for f in filenames if not f.endswith(".partial")
-                  and not (here / f).is_symlink()]
+                  and not (here / f).is_symlink()
+                  and f not in _MACHINE_FILES]
     return found
 
 

@@ -2,9 +2,11 @@
 
 What a labelling grid needs at 100,000 samples: the count and one page of rows for a set of
 filters, the values each filter can take, and (only when asked) every matching id. Filters
-are MongoDB queries on indexed fields (``ground_truth.label``, ``tags`` and the slice
-fields get an index the first time a project is paged), so a page or a filter change reads
-a page's documents, not the project's.
+are MongoDB queries; a page walks the ``_id`` index with the filter until it has its rows,
+so a page reads about a page's documents, and the count is one server-side scan (no
+Python loop over the project). The filtered fields are deliberately not indexed: a query
+answered from such an index returns samples in the index's order, not the order they were
+added, which folds and reports rely on.
 
 Filters: ``label`` (a class, or :data:`UNLABELLED`), ``tag``, ``issue`` (flagged by the
 newest label-issue run), ``quality`` (an image-quality issue name, or ``"any"``) and any
@@ -14,6 +16,7 @@ slice field (matched as text, so ``line=1`` finds ``1`` and ``"1"``).
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -53,15 +56,11 @@ def latest_issue_run(project: Project) -> str | None:
     return None if runs.empty else str(runs.sort_values("time")["key"].iloc[-1])
 
 
-def ensure_indexes(project: Project) -> None:
-    """Index the fields filters match on (once per field: later calls only list them)."""
-    dataset = project.dataset
-    have = set(dataset.list_indexes())
-    fields = [*(["ground_truth.label"] if project.task == "classification" else []), "tags",
-              *project.slice_fields]
-    for field in fields:
-        if field not in have and dataset.has_sample_field(field):
-            dataset.create_index(field)
+def _items(value: Any) -> list:
+    """The non-null members of an array field's value (or the value itself)."""
+    if isinstance(value, list):
+        return [v for v in value if v is not None]
+    return [] if value is None else [value]
 
 
 def _collection(project: Project) -> Any:
@@ -120,7 +119,10 @@ def query(project: Project, scope: Scope, filters: Mapping[str, Any],
 
 
 def count(project: Project, match: Mapping[str, Any]) -> int:
-    """How many samples ``match`` selects."""
+    """How many samples ``match`` selects (the whole project: from the collection's
+    metadata, no scan)."""
+    if not match:
+        return int(_collection(project).estimated_document_count())
     return int(_collection(project).count_documents(dict(match)))
 
 
@@ -162,27 +164,62 @@ def rows(project: Project, ids: Sequence[str], issue_key: str | None) -> pd.Data
 
 
 def filter_options(project: Project, scope: Scope, classes: Sequence[str],
-                   slice_fields: Sequence[str]) -> dict[str, Any]:
+                   slice_fields: Sequence[str], *, fresh: bool = False) -> dict[str, Any]:
     """The values each filter can take within the scope: ``label`` (classes present, then
     :data:`UNLABELLED` when some sample has none), ``tag``, ``slices`` (field → values as
     text), ``issue`` (whether any sample is flagged) and ``quality`` (``"any"`` and the
-    issue names found, or empty)."""
+    issue names found, or empty).
+
+    One scan of the scope's samples (150–300 ms at 100,000), remembered in this process
+    until a sample is added, removed or modified (the sample count and the newest
+    ``last_modified_at``, both read from indexes), so the next grid opens at once;
+    ``fresh`` scans again (a grid's ``refresh()``)."""
+    collection = _collection(project)
+    key = (project.dataset._doc.id, None if scope.ids is None else tuple(scope.ids),
+           scope.issue_key, tuple(classes), tuple(slice_fields))
+    newest = collection.find_one({}, {"last_modified_at": 1},
+                                 sort=[("last_modified_at", -1)]) or {}
+    state = (collection.estimated_document_count(), newest.get("last_modified_at"),
+             project.dataset.has_sample_field(QUALITY_FIELD))
+    cached = _OPTIONS.get(key)
+    if not fresh and cached and cached[0] == state:
+        return copy.deepcopy(cached[1])
+    options = _scan_options(project, scope, classes, slice_fields)
+    if len(_OPTIONS) > 64:
+        _OPTIONS.clear()
+    _OPTIONS[key] = (state, copy.deepcopy(options))
+    return options
+
+
+_OPTIONS: dict[tuple, tuple[tuple, dict[str, Any]]] = {}
+
+
+def _scan_options(project: Project, scope: Scope, classes: Sequence[str],
+                  slice_fields: Sequence[str]) -> dict[str, Any]:
     collection = _collection(project)
     base = query(project, scope, {}, slice_fields)
-    present = set(collection.distinct("ground_truth.label", base))
+    # one scan for every field (five distinct queries took 5 scans: 380 ms at 100,000)
+    fields = {"label": "$ground_truth.label", "tags": "$tags",
+              **{f"slice{i}": f"${name}" for i, name in enumerate(slice_fields)}}
+    quality_on = project.dataset.has_sample_field(QUALITY_FIELD)
+    if quality_on:
+        fields["quality"] = f"${QUALITY_FIELD}.issues"
+    group: dict[str, Any] = {"_id": None, **{k: {"$addToSet": v} for k, v in fields.items()}}
+    group["unlabelled"] = {"$max": {"$eq": [{"$ifNull": ["$ground_truth.label", None]}, None]}}
+    if scope.issue_key:
+        group["issue"] = {"$max": {"$eq": [f"${scope.issue_key}.is_issue", True]}}
+    found = next(collection.aggregate([{"$match": base}, {"$group": group}]), {})
+    present = set(found.get("label", []))
     labels = [c for c in classes if c in present]
-    if None in present or collection.find_one({**base, "ground_truth.label": None},
-                                              {"_id": 1}) is not None:
+    if found.get("unlabelled"):
         labels.append(UNLABELLED)
-    tags = sorted(str(t) for t in collection.distinct("tags", base) if t is not None)
-    slices = {field: sorted({str(v) for v in collection.distinct(field, base)
-                             if v is not None}) for field in slice_fields}
-    issue = bool(scope.issue_key) and collection.find_one(
-        {**base, f"{scope.issue_key}.is_issue": True}, {"_id": 1}) is not None
+    tags = sorted({str(t) for value in found.get("tags", []) for t in _items(value)})
+    slices = {field: sorted({str(v) for v in found.get(f"slice{i}", []) if v is not None})
+              for i, field in enumerate(slice_fields)}
+    issue = bool(found.get("issue", False))
     quality: list[str] = []
-    if project.dataset.has_sample_field(QUALITY_FIELD):
-        names = sorted(str(n) for n in collection.distinct(f"{QUALITY_FIELD}.issues", base)
-                       if n is not None)
+    if quality_on:
+        names = sorted({str(n) for value in found.get("quality", []) for n in _items(value)})
         quality = ["any", *names] if names else []
     return {"label": labels, "tag": tags, "slices": slices, "issue": issue,
             "quality": quality}
