@@ -8,7 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench.metrics import coverage, drift_tests, label_issues, neighbours, projection
+from workbench.metrics import (
+    coverage,
+    drift_tests,
+    label_issues,
+    neighbours,
+    outliers,
+    projection,
+)
 from workbench.metrics.duplicates import find_duplicates
 from workbench.metrics.neighbours import NeighbourIndex, use_approximate
 from workbench.metrics.outliers import outlier_scores
@@ -107,6 +114,57 @@ def test_knn_label_estimates_and_drift_scores_hold_through_the_approximate_index
     assert (scores >= ref_scores - 1e-5).all()
     off = clustered["outliers"] - 2000
     assert (scores[off] > threshold).all()
+
+
+def test_searching_some_rows_finds_what_searching_all_finds_for_them(clustered):
+    x = clustered["x"]
+    rows = np.arange(7, N, 13)
+    folds = np.arange(N) % 5
+    for search in ("exact", "approximate"):
+        index = NeighbourIndex(x, search=search)
+        every_d, every_i = index.search(None, 5, groups=folds)
+        some_d, some_i = index.search(None, 5, groups=folds, rows=rows)
+        assert np.allclose(some_d, every_d[rows]) and (some_i == every_i[rows]).all()
+        assert not (folds[some_i] == folds[rows][:, None]).any()  # own fold still left out
+    with pytest.raises(ValueError, match="pass queries=None"):
+        NeighbourIndex(x).search(x[:3], 2, rows=np.arange(3))
+
+
+def test_label_issue_searches_sharing_one_index_answer_as_their_own_would(clustered,
+                                                                           monkeypatch):
+    x, truth, ids = clustered["x"], clustered["truth"], clustered["ids"]
+    folds = np.arange(N) % 5
+    monkeypatch.setattr(neighbours, "EXACT_PAIRS", 1000)  # "auto" goes approximate
+    own = (label_issues.knn_probabilities(x, truth, folds=folds, n_classes=CLUSTERS),
+           find_duplicates(ids, x, threshold=1e-3))
+    shared = NeighbourIndex(x)
+    knn = label_issues.knn_probabilities(x, truth, folds=folds, n_classes=CLUSTERS,
+                                         index=shared)
+    searched = shared._candidates  # the kNN vote's search, kept for the duplicates
+    pairs = find_duplicates(ids, x, threshold=1e-3, index=shared)
+    assert shared._candidates is searched  # reused, not searched again
+    assert np.allclose(knn, own[0])
+    pd.testing.assert_frame_equal(pairs, own[1])
+    assert len(pairs) >= len(clustered["copies"])  # the planted copies are found
+    with pytest.raises(ValueError, match="index must hold the 3000 samples"):
+        label_issues.knn_probabilities(x, truth, folds=folds, n_classes=CLUSTERS,
+                                       index=NeighbourIndex(x[:10]))
+
+
+def test_junk_verdicts_for_some_rows_match_the_full_screen(clustered, monkeypatch):
+    x = clustered["x"]
+    full = coverage.junk_outliers(x, k=3)
+    asked = np.concatenate([np.arange(0, 400), clustered["outliers"]])
+    monkeypatch.setattr(outliers, "FENCE_ROWS", 1000)  # the fence from a 1,000-row sample
+    some = coverage.junk_outliers(x, k=3, rows=asked)
+    assert np.isnan(some["ood_score"]).sum() >= N - len(asked) - 1000
+    assert np.allclose(some["ood_score"][asked], full["ood_score"][asked])
+    assert abs(some.attrs["cutoff"] - full.attrs["cutoff"]) < 0.1 * full.attrs["cutoff"]
+    full_verdicts = full["is_junk"].to_numpy()[asked]
+    assert set(np.flatnonzero(some["is_junk"])) == set(asked[full_verdicts])
+    assert set(clustered["outliers"]) <= set(np.flatnonzero(some["is_junk"]))
+    with pytest.raises(ValueError, match="rows must be row numbers in 0"):
+        coverage.junk_outliers(x, rows=np.array([N]))
 
 
 def test_a_large_map_fits_a_sample_and_places_the_rest_among_its_clusters(clustered,

@@ -291,6 +291,29 @@ def test_typical_clusters_take_the_typical_image_of_each_uncovered_group():
     assert sorted(split.loc[split["status"] == "picked", "group"]) == [0, 1, 1]
 
 
+def test_with_many_labelled_images_the_groups_are_capped_and_picks_go_where_few_are(
+        monkeypatch):
+    import workbench.metrics.coverage as coverage_module
+
+    rng = np.random.default_rng(7)
+    centres = np.eye(8)[:3] * 6
+    vectors = np.vstack([c + rng.normal(scale=0.6, size=(60, 8)) for c in centres])
+    labelled = np.zeros(len(vectors), dtype=bool)
+    labelled[:110] = True  # clusters 0 and (most of) 1 labelled, cluster 2 not at all
+    asked = []
+    real_kmeans = coverage_module._kmeans
+    monkeypatch.setattr(coverage_module, "_kmeans",
+                        lambda unit, k, seed: asked.append(k) or real_kmeans(unit, k, seed))
+    monkeypatch.setattr(coverage_module, "MAX_CLUSTERS", 6)
+    picks = typical_clusters(vectors, 3, centres_mask=labelled, seed=0)
+    chosen = picks.loc[picks["status"] == "picked", "row"]
+    assert asked == [6]  # not 110 + 3 groups for 180 images
+    assert (chosen >= 120).all() and len(chosen) == 3  # the cluster nobody labelled
+    many = typical_clusters(vectors, 8, centres_mask=labelled, seed=0)
+    assert asked[-1] == 8  # never fewer groups than picks
+    assert (many["status"] == "picked").sum() == 8
+
+
 def test_diverse_top_spreads_a_batch_of_high_scorers():
     rng = np.random.default_rng(5)
     vectors = np.vstack([c + rng.normal(scale=0.3, size=(10, 6)) for c in np.eye(6)[:2] * 5])

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from workbench import metrics as analysis
+from workbench.metrics.neighbours import NeighbourIndex
+from workbench.metrics.vectors import unit_rows
 from workbench.store import _db as store
 from workbench.store.coerce import as_version
 from workbench.store.project import Project, ProjectError
@@ -193,10 +195,11 @@ def label_issues(project: Project | str, version: ModelVersion | str | None = No
         estimates.append(analysis.probe_probabilities(vectors, labels, folds=folds,
                                                       n_classes=len(classes),
                                                       augmented=[mirrored]))
+    index = NeighbourIndex(unit_rows(vectors))  # one index: the kNN vote, identical images
     if neighbours:
         estimates.append(analysis.knn_probabilities(vectors, labels, folds=folds,
-                                                    n_classes=len(classes)))
-    conflicts = _identical_conflicts(project, frame, vectors)
+                                                    n_classes=len(classes), index=index))
+    conflicts = _identical_conflicts(project, frame, vectors, index)
     result = analysis.rank_label_issues(frame["sample_id"], frame["given"], estimates,
                                         classes=classes, conflicts=conflicts)
     extra = frame.set_index("sample_id")
@@ -247,13 +250,15 @@ def _embed(project: Project, version: ModelVersion, paths: Sequence[str], *, pro
         image_size=config["image_size"], progress=progress, flip=flip).vectors
 
 
-def _identical_conflicts(project: Project, frame: pd.DataFrame,
-                         vectors: np.ndarray) -> dict[str, str]:
+def _identical_conflicts(project: Project, frame: pd.DataFrame, vectors: np.ndarray,
+                         index: NeighbourIndex | None = None) -> dict[str, str]:
     """Samples with an identical image (same bytes or same embedding) labelled otherwise."""
-    hashes = project.dataset.select(list(frame["sample_id"]), ordered=True).values(
-        "content_hash")
+    found = dict(zip(*store.values_of(project.dataset, frame["sample_id"], ["content_hash"]),
+                     strict=True))
+    hashes = [found.get(sid) for sid in frame["sample_id"]]
     pairs = analysis.find_duplicates(frame["sample_id"], vectors, hashes=hashes,
-                                     labels=frame["given"], threshold=IDENTICAL)
+                                     labels=frame["given"], threshold=IDENTICAL,
+                                     index=index)
     names = {sid: Path(path).name for sid, path in zip(frame["sample_id"], frame["filepath"],
                                                        strict=True)}
     conflicts: dict[str, str] = {}

@@ -135,8 +135,10 @@ def suggest_labels(project: Project | str, n: int = 50, strategy: Strategy = "co
         How many to suggest; with fewer candidates, all of them (``pick.notes`` says so).
     strategy : {"cover", "active"}, default "cover"
         ``cover`` (TypiClust): k-means on the embeddings of candidates and labelled images
-        into ``n_labelled + n`` groups; from each group without a labelled image, largest
-        first, its most typical candidate (densest neighbourhood); stratified over the slice
+        into ``n_labelled + n`` groups (at most
+        :data:`~workbench.metrics.coverage.MAX_CLUSTERS` per stratum, TypiClust's cap); from
+        each group without a labelled image (then the least covered), largest first, its
+        most typical candidate (densest neighbourhood); stratified over the slice
         fields (``n`` shared in proportion to each slice's size, at least one each where
         possible). ``active``: the model's uncertainty (top-two margin) and the
         disagreement of heads refitted on the version's folds; the ``2 n`` most uncertain
@@ -315,7 +317,7 @@ class _Pool:
         """Candidates that may be picked, and the junk left out (skipped rows)."""
         if not self.candidates.any():
             return self.candidates.copy(), _skipped_frame([])
-        junk = junk_outliers(self.vectors)
+        junk = junk_outliers(self.vectors, rows=np.flatnonzero(self.candidates))
         self.ood = junk["ood_score"].to_numpy()
         flagged = junk["is_junk"].to_numpy() & self.candidates
         cutoff = junk.attrs["cutoff"]
@@ -350,7 +352,7 @@ def _cover(pool: _Pool, n: int, seed: int, version: ModelVersion | None, fields:
         if fields else pd.DataFrame(index=rows.index)
     groups, quotas = np.zeros(len(rows), dtype=int), None
     if fields:
-        strata = keys[allowed].apply(tuple, axis=1)
+        strata = _tuples(keys[allowed])
         order = sorted(set(strata))
         code = {key: i for i, key in enumerate(order)}
         groups[allowed] = [code[k] for k in strata]
@@ -359,7 +361,7 @@ def _cover(pool: _Pool, n: int, seed: int, version: ModelVersion | None, fields:
         # labelled images cover their own stratum (code len(order): a stratum without
         # candidates, quota 0)
         groups[pool.centres] = [code.get(k, len(order)) for k in
-                                keys[pool.centres].apply(tuple, axis=1)] \
+                                _tuples(keys[pool.centres])] \
             if pool.centres.any() else []
         quotas = np.append(quotas, 0)
     decided = typical_clusters(pool.vectors, n, centres_mask=pool.centres,
@@ -386,6 +388,11 @@ def _cover(pool: _Pool, n: int, seed: int, version: ModelVersion | None, fields:
         notes.append(f"stratified over {', '.join(fields)}: {len(quotas) - 1} slice "
                      f"combination(s), {int((quotas > 0).sum())} given picks.")
     return pd.DataFrame(picks, columns=COLUMNS), skipped, pd.DataFrame(columns=COLUMNS)
+
+
+def _tuples(frame: pd.DataFrame) -> list[tuple]:
+    """Each row's values as a tuple (``apply(tuple, axis=1)`` without a call per row)."""
+    return list(zip(*(frame[column].tolist() for column in frame.columns), strict=True))
 
 
 # -- active ------------------------------------------------------------------------------------

@@ -42,6 +42,11 @@ NEAR_DUPLICATE_SIMILARITY = 0.98
 TYPICAL_NEIGHBOURS = 20
 #: Clusters smaller than this get a pick only once every larger one has one (TypiClust).
 MIN_CLUSTER_SIZE = 5
+#: Most k-means groups per stratum (TypiClust's own cap, ``MAX_NUM_CLUSTERS``): with many
+#: labelled images, ``n_labelled + n`` groups would be one per image (80,000 labelled: a
+#: k-means into ~6,700 groups per stratum). Above it, picks go to the groups with the
+#: fewest labelled images and picks, largest first. Never fewer groups than picks.
+MAX_CLUSTERS = 500
 #: k-means runs on this many principal components of the unit vectors (faster, as good).
 CLUSTER_DIMENSIONS = 64
 #: :func:`diverse_top` clusters the ``pre * n`` best-scored candidates into ``n`` groups.
@@ -178,6 +183,7 @@ def typical_clusters(vectors: np.ndarray, n: int, *, centres_mask: np.ndarray | 
     unit vectors), then take, from each group no centre and no earlier pick covers, its most
     typical candidate (:func:`typicality` within the group); largest groups first.
 
+    The groups are at most :data:`MAX_CLUSTERS` (or ``n``) per stratum, as in TypiClust.
     When every group is covered, the next picks go to the groups with the fewest centres and
     picks, largest first; among equally covered groups, those smaller than
     ``min_cluster_size`` come last. With ``groups``/``quotas`` (strata) the same runs inside
@@ -441,7 +447,8 @@ def _fast_kmeans(unit: np.ndarray, k: int, seed: int) -> np.ndarray:
         coords /= np.maximum(np.linalg.norm(coords, axis=1, keepdims=True), 1e-12)
     coords = np.ascontiguousarray(coords, dtype=np.float32)
     means = faiss.Kmeans(coords.shape[1], k, niter=FAST_KMEANS_ITERATIONS, seed=seed,
-                         max_points_per_centroid=256, verbose=False)
+                         max_points_per_centroid=256, min_points_per_centroid=1,
+                         verbose=False)  # few rows per group is what TypiClust asks
     means.train(coords)
     return means.index.search(coords, 1)[1][:, 0].astype(int)
 
@@ -509,7 +516,8 @@ class _Cover:
         if quota < 1 or not len(cand):
             return
         rows = np.concatenate([cand, covered_rows])
-        labels = _kmeans(self.unit[rows], min(len(covered_rows) + quota, len(rows)), seed)
+        groups = min(len(covered_rows) + quota, max(MAX_CLUSTERS, quota), len(rows))
+        labels = _kmeans(self.unit[rows], groups, seed)
         k = int(labels.max()) + 1
         sizes = np.bincount(labels, minlength=k)
         covered = np.bincount(labels[len(cand):], minlength=k)

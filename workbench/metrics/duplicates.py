@@ -44,7 +44,8 @@ def find_duplicates(sample_ids: Sequence, embeddings: np.ndarray, *,
                     hashes: Sequence[str | None] | None = None,
                     labels: Sequence | None = None,
                     threshold: float | None = None,
-                    search: Search = "auto") -> pd.DataFrame:
+                    search: Search = "auto",
+                    index: NeighbourIndex | None = None) -> pd.DataFrame:
     """Pairs of samples that are copies of each other.
 
     Parameters
@@ -66,6 +67,10 @@ def find_duplicates(sample_ids: Sequence, embeddings: np.ndarray, *,
         :data:`APPROXIMATE_NEIGHBOURS` nearest (approximate index, exact distances) within
         the threshold; ``auto`` is exact up to
         :data:`~workbench.metrics.neighbours.EXACT_PAIRS` distances.
+    index : NeighbourIndex, optional
+        An index of these samples' unit vectors another analysis built (e.g.
+        :func:`~workbench.metrics.label_issues.knn_probabilities`'s): the approximate search
+        reuses it and its candidates instead of building its own.
 
     Returns
     -------
@@ -100,8 +105,11 @@ def find_duplicates(sample_ids: Sequence, embeddings: np.ndarray, *,
                          f"data-driven default; got {threshold!r}.")
     unit = unit_rows(vectors)
     cutoff = MAX_DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    if index is not None and len(index.reference) != len(ids):
+        raise ValueError(f"index must hold the {len(ids)} samples' own unit vectors; it holds "
+                         f"{len(index.reference)} rows.")
     if use_approximate(search, len(unit), len(unit)):
-        i, j, nearest = _approximate_scan(unit, cutoff)
+        i, j, nearest = _approximate_scan(unit, cutoff, index)
     else:
         i, j, nearest = _scan(unit, cutoff)
     if threshold is None:
@@ -163,14 +171,15 @@ def _scan(unit: np.ndarray, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.n
             nearest)
 
 
-def _approximate_scan(unit: np.ndarray,
-                      cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _approximate_scan(unit: np.ndarray, cutoff: float, shared: NeighbourIndex | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """As :func:`_scan`, among each row's :data:`APPROXIMATE_NEIGHBOURS` nearest."""
     k = min(APPROXIMATE_NEIGHBOURS, len(unit) - 1)
     if k < 1:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.full(len(unit), np.inf)
-    dist, index = NeighbourIndex(unit, search="approximate").search(None, k)
+    shared = shared or NeighbourIndex(unit, search="approximate")
+    dist, index = shared.search(None, k)
     rows = np.repeat(np.arange(len(unit)), k)
     close = dist.ravel() <= cutoff + 1e-5
     low = np.minimum(rows[close], index.ravel()[close])

@@ -108,22 +108,27 @@ def _cores() -> int:
 
 def knn_probabilities(features: np.ndarray, labels: np.ndarray, *, folds: np.ndarray,
                       n_classes: int, k: int = KNN_K,
-                      temperature: float = KNN_TEMPERATURE) -> np.ndarray:
+                      temperature: float = KNN_TEMPERATURE,
+                      index: NeighbourIndex | None = None) -> np.ndarray:
     """Out-of-fold class probabilities from the labels of each sample's k nearest neighbours
     (cosine similarity, softmax-weighted) among the other folds.
 
     Shapes as :func:`probe_probabilities`; returns (n_samples, n_classes). Neighbours are
     approximate above :data:`~workbench.metrics.neighbours.EXACT_PAIRS` distances (one
     :class:`~workbench.metrics.neighbours.NeighbourIndex` of all samples, each sample's own
-    fold masked).
+    fold masked). ``index``: that index, built by the caller on ``unit_rows(features)`` to
+    share it with another search of the same samples (e.g. ``find_duplicates``).
     """
     folds = _check_folds(folds, len(labels))
-    unit = unit_rows(features)
+    if index is not None and len(index.reference) != len(labels):
+        raise ValueError(f"index must hold the {len(labels)} samples' own unit vectors; it "
+                         f"holds {len(index.reference)} rows.")
     labels = np.asarray(labels)
     probs = np.zeros((len(labels), n_classes))
     _, codes, sizes = np.unique(folds, return_inverse=True, return_counts=True)
     # one index over every sample; each searches only the other folds (its own masked)
-    distance, nearest = NeighbourIndex(unit).search(
+    index = index or NeighbourIndex(unit_rows(features))
+    distance, nearest = index.search(
         None, min(k, len(labels) - int(sizes.max())), groups=codes)
     weights = np.exp(-distance / temperature)  # exp((similarity - 1) / temperature)
     np.add.at(probs, (np.arange(len(labels))[:, None], labels[nearest]), weights)

@@ -23,8 +23,9 @@ Search = Literal["auto", "exact", "approximate"]
 EXACT_PAIRS = 250_000_000
 #: Approximate search looks for neighbours among this many principal components ...
 APPROX_DIMS = 128
-#: ... fitted on at most this many reference rows (seeded sample).
-APPROX_TRAIN_ROWS = 20_000
+#: ... fitted on at most this many reference rows (seeded sample; 5,000 rows give the same
+#: neighbours as 20,000 on clustered 1,280-d embeddings, at a quarter of the covariance).
+APPROX_TRAIN_ROWS = 5_000
 #: Candidates re-ranked on the full vectors per neighbour asked for (2k + 1 for k).
 APPROX_CANDIDATES = 2
 #: Similarities held at once by the exact search: block rows × n_reference (128 MiB float32).
@@ -46,8 +47,8 @@ class NeighbourIndex:
     Exact: similarities in blocks of rows (at most ``_BLOCK_ENTRIES`` at once), the k largest
     by partition. Approximate (above :data:`EXACT_PAIRS` distances with ``search="auto"``):
     the unit vectors are projected on their first :data:`APPROX_DIMS` principal components
-    (fitted on :data:`APPROX_TRAIN_ROWS` seeded reference rows), a faiss ``IndexIVFFlat``
-    with ``4 √n_reference`` lists (k-means, 10 iterations) searches ``n_lists / 32`` of them
+    (fitted on :data:`APPROX_TRAIN_ROWS` seeded reference rows), a faiss IVF index of 8-bit
+    codes with ``4 √n_reference`` lists (k-means, 5 iterations) searches ``n_lists / 32`` of them
     for ``APPROX_CANDIDATES × k + 1`` candidates per query, and those are re-ranked by their
     exact cosine distance on the full vectors; a query left with fewer than ``k`` candidates
     (outside its own group) is searched exactly. So every distance returned is exact, and a
@@ -71,24 +72,33 @@ class NeighbourIndex:
         self._ivf = None
         self._projection: tuple[np.ndarray, np.ndarray] | None = None
         self._projected: np.ndarray | None = None
+        self._candidates: np.ndarray | None = None  # the reference's own, widest search kept
 
     def search(self, queries: np.ndarray | None, k: int, *,
-               groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               groups: np.ndarray | None = None,
+               rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Distances (float64, ascending, ≥ 0) and reference rows (int64) of the ``k`` nearest,
         each of shape (n_queries, k).
 
         ``queries=None`` searches the reference itself, leaving out each row's own group
         (``groups``, one code per reference row; default: just the row itself, i.e. leave one
-        out). ``k`` must not exceed the rows available to every query.
+        out); ``rows`` (reference row numbers) limits that to those rows, in that order.
+        ``k`` must not exceed the rows available to every query.
         """
         self_search = queries is None
-        rows = len(self.reference) if self_search else len(queries)
-        if self_search and groups is None:
-            groups = np.arange(rows)
-        if use_approximate(self.mode, rows, len(self.reference)):
-            return self._approximate(queries, k, groups if self_search else None)
-        return self._exact(self.reference if self_search else queries, np.arange(rows), k,
-                           groups if self_search else None)
+        if rows is not None and not self_search:
+            raise ValueError("rows= picks reference rows to search for; pass queries=None.")
+        if self_search:
+            rows = np.arange(len(self.reference)) if rows is None else \
+                np.asarray(rows, dtype=np.int64)
+            if groups is None:
+                groups = np.arange(len(self.reference))
+        count = len(rows) if self_search else len(queries)
+        if use_approximate(self.mode, count, len(self.reference)):
+            return self._approximate(queries, k, groups if self_search else None, rows)
+        if self_search:
+            return self._exact(self.reference[rows], rows, k, groups)
+        return self._exact(queries, np.arange(count), k, None)
 
     # exact ---------------------------------------------------------------------------------
     def _exact(self, queries: np.ndarray, rows: np.ndarray, k: int,
@@ -142,13 +152,16 @@ class NeighbourIndex:
             lists = int(np.clip(4 * np.sqrt(len(projected)), 1, 4096))
             with _faiss_threads():
                 quantizer = faiss.IndexFlatL2(projected.shape[1])
-                ivf = faiss.IndexIVFFlat(quantizer, projected.shape[1], lists)
-                ivf.cp.niter, ivf.cp.seed = 10, self.seed
-                ivf.cp.max_points_per_centroid = 32
+                # 8-bit codes: a quarter of the memory a search streams through, the same
+                # candidates (they are re-ranked on the full vectors anyway)
+                ivf = faiss.IndexIVFScalarQuantizer(quantizer, projected.shape[1], lists,
+                                                    faiss.ScalarQuantizer.QT_8bit)
+                ivf.cp.niter, ivf.cp.seed = 5, self.seed
+                ivf.cp.max_points_per_centroid = 16
                 ivf.cp.min_points_per_centroid = 4
                 rng = np.random.default_rng(self.seed + 1)
                 train = projected[np.sort(rng.choice(len(projected),
-                                                     min(len(projected), 32 * lists),
+                                                     min(len(projected), 16 * lists),
                                                      replace=False))]
                 ivf.train(train)
                 ivf.add(projected)
@@ -156,18 +169,30 @@ class NeighbourIndex:
             self._ivf, self._projected = ivf, projected
         return self._ivf
 
-    def _approximate(self, queries: np.ndarray | None, k: int,
-                     groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _self_candidates(self, wanted: int) -> np.ndarray:
+        """The reference rows' own ``wanted`` IVF candidates, from the widest search so far
+        (faiss returns them nearest first, so a narrower search is its first columns): two
+        analyses sharing an index (label issues: the kNN vote and identical images) search
+        once."""
+        if self._candidates is None or self._candidates.shape[1] < wanted:
+            self._candidates = _searched(self._ivf, self._projected, wanted)
+        return self._candidates[:, :wanted]
+
+    def _approximate(self, queries: np.ndarray | None, k: int, groups: np.ndarray | None,
+                     rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         ivf = self._index()
         self_search = queries is None
-        vectors = self.reference if self_search else queries
-        projected = self._projected if self_search else self._project(queries)
+        every = self_search and len(rows) == len(self.reference) and bool(
+            (rows == np.arange(len(rows))).all())
+        vectors = self.reference if every else self.reference[rows] if self_search else queries
+        projected = self._projected if every else \
+            self._projected[rows] if self_search else self._project(queries)
         wanted = APPROX_CANDIDATES * k + 1
         if groups is not None:  # room for the rows of the query's own group
             largest = np.unique(groups, return_counts=True)[1].max() / len(groups)
             wanted = min(len(self.reference), int(np.ceil(wanted / max(1 - largest, 0.05))) + 1)
-        with _faiss_threads():
-            candidates = ivf.search(projected, wanted)[1]
+        candidates = self._self_candidates(wanted) if every else \
+            _searched(ivf, projected, wanted)
         dist = np.empty((len(vectors), k))
         index = np.empty((len(vectors), k), dtype=np.int64)
         short = []
@@ -178,7 +203,7 @@ class NeighbourIndex:
                              vectors[start:start + 256, :, None])[:, :, 0]
             invalid = cand < 0
             if groups is not None:
-                own = groups[np.arange(start, start + len(cand))]
+                own = groups[rows[start:start + len(cand)]]
                 invalid |= groups[np.maximum(cand, 0)] == own[:, None]
             sims[invalid] = -np.inf
             order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
@@ -187,9 +212,15 @@ class NeighbourIndex:
             dist[start:start + len(cand)] = np.maximum(1.0 - best.astype(np.float64), 0.0)
             short.extend(start + np.flatnonzero(~np.isfinite(best[:, -1])))
         if short:  # too few candidates in the probed lists: search those rows exactly
-            rows = np.asarray(short, dtype=np.int64)
-            dist[rows], index[rows] = self._exact(vectors[rows], rows, k, groups)
+            where = np.asarray(short, dtype=np.int64)
+            dist[where], index[where] = self._exact(
+                vectors[where], rows[where] if self_search else where, k, groups)
         return dist, index
+
+
+def _searched(ivf: object, projected: np.ndarray, wanted: int) -> np.ndarray:
+    with _faiss_threads():
+        return ivf.search(projected, wanted)[1]
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -407,11 +408,25 @@ def hashes(dataset: fo.Dataset) -> dict[str, str]:
     return {digest: sid for sid, digest in zip(ids, digests, strict=True) if digest}
 
 
+def values_of(dataset: fo.Dataset, sample_ids: Sequence[str],
+              fields: Sequence[str]) -> list[list]:
+    """``dataset.select(sample_ids).values(["id", *fields])`` (dataset order, each id once,
+    unknown ids left out), read without the ``$in`` of every id when they are a large share
+    of the dataset (80,000 of 100,000: ~4 s as ``select``, ~1 s as one scan filtered here)."""
+    wanted = list(dict.fromkeys(sample_ids))
+    if len(wanted) * 4 < dataset._sample_collection.estimated_document_count():
+        return dataset.select(wanted).values(["id", *fields])
+    columns = dataset.values(["id", *fields])
+    keep = set(wanted)
+    rows = [i for i, sid in enumerate(columns[0]) if sid in keep]
+    return [[column[i] for i in rows] for column in columns]
+
+
 def histories(dataset: fo.Dataset, sample_ids: Sequence[str]) -> dict[str, list[dict]]:
     """Sample id → its history as dicts (annotator, label, time, review), oldest first."""
-    ids, who, what, when, final = dataset.select(list(sample_ids)).values(
-        ["id", "annotations.annotator", "annotations.label", "annotations.time",
-         "annotations.review"])
+    ids, who, what, when, final = values_of(
+        dataset, sample_ids, ["annotations.annotator", "annotations.label", "annotations.time",
+                              "annotations.review"])
     return {
         sid: [{"annotator": a, "label": label, "time": t, "review": bool(r)}
               for a, label, t, r in zip(names or [], labels or [], times or [],
@@ -510,8 +525,8 @@ def delete_run(dataset: fo.Dataset, key: str) -> None:
     update_project_info(dataset, runs=runs)
 
 
-#: Sample updates per bulk write of :func:`_set_documents`.
-_BULK = 5_000
+#: Sample updates per bulk write of :func:`_set_documents`, and bulk writes in flight.
+_BULK, _WRITERS = 5_000, 2
 
 
 def _set_documents(dataset: fo.Dataset, field: str, documents: Mapping[str, dict]) -> None:
@@ -523,10 +538,16 @@ def _set_documents(dataset: fo.Dataset, field: str, documents: Mapping[str, dict
     collection = durable(dataset._sample_collection)
     stamp = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     items = list(documents.items())
-    for start in range(0, len(items), _BULK):
+
+    def write(start: int) -> None:
         collection.bulk_write([UpdateOne({"_id": ObjectId(sid)},
                                          {"$set": {field: doc, "last_modified_at": stamp}})
                                for sid, doc in items[start:start + _BULK]], ordered=False)
+
+    # two writes in flight: the server applies them on two cores (80,000 samples: 3.2-5.0 s
+    # one at a time, 2.2 s two at a time)
+    with ThreadPoolExecutor(max_workers=_WRITERS) as pool:
+        list(pool.map(write, range(0, len(items), _BULK)))
     dataset.reload()
 
 

@@ -143,7 +143,7 @@ def content_hash(data: bytes) -> str:
 
 
 def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS,
-                thorough: bool = False) -> CheckedImage:
+                thorough: bool = False, digest: str | None = None) -> CheckedImage:
     """Check that ``data`` is a complete image and decide whether it can be stored as it is.
 
     Parameters
@@ -156,6 +156,8 @@ def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS,
         Decode every pixel. The default check parses the header, runs Pillow's ``verify``
         (PNG chunk checksums) and checks that a JPEG's data ends with its end-of-image
         marker: the truncations that happen in practice, at a fraction of a full decode.
+    digest : str, keyword-only, optional
+        ``content_hash(data)`` when the caller has it already (not computed again).
 
     Returns
     -------
@@ -167,7 +169,7 @@ def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS,
     ImageRejectedError
         For anything that is not a complete, decodable image of acceptable size.
     """
-    digest = content_hash(data)
+    digest = digest or content_hash(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -193,9 +195,9 @@ def check_image(data: bytes, *, max_pixels: int = MAX_PIXELS,
     try:
         if thorough:
             image.load()
-        else:
+        converted, why = _convert_if_needed(image)  # a conversion decodes every pixel
+        if not thorough and converted is None:
             _quick_integrity_check(image, data)
-        converted, why = _convert_if_needed(image)
     except Exception as err:
         raise ImageRejectedError(f"truncated or corrupt image data: {err}") from None
     return CheckedImage(
@@ -211,7 +213,7 @@ def _quick_integrity_check(image: Image.Image, data: bytes) -> None:
         if b"\xff\xd9" not in data[-1024:]:
             raise OSError("JPEG data ends before its end-of-image marker (file cut short)")
     else:  # PNG: every chunk's checksum and the end chunk; other formats: what Pillow checks
-        Image.open(io.BytesIO(data)).verify()
+        image.verify()  # on the image opened once (not loaded: verify must come first)
 
 
 def _convert_if_needed(image: Image.Image) -> tuple[Image.Image | None, str | None]:
