@@ -259,7 +259,7 @@ def _is_skipped(relative: Path) -> bool:
 
 #: Files that describe this machine's files (paths, times), meaningless elsewhere: the
 #: embedding cache's record of file hashes (workbench.train.embeddings.HASH_INDEX).
-_MACHINE_FILES = frozenset({"file-hashes.json"})
+_MACHINE_FILES = frozenset({"file-hashes.json", "grid-options.json"})  # caches of this machine
 
 
 def _project_files(folder: Path, skipped: set[str]) -> list[Path]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -170,21 +172,30 @@ def filter_options(project: Project, scope: Scope, classes: Sequence[str],
     text), ``issue`` (whether any sample is flagged) and ``quality`` (``"any"`` and the
     issue names found, or empty).
 
-    One scan of the scope's samples (150–300 ms at 100,000), remembered in this process
-    until a sample is added, removed or modified (the sample count and the newest
-    ``last_modified_at``, both read from indexes), so the next grid opens at once;
-    ``fresh`` scans again (a grid's ``refresh()``)."""
+    One scan of the scope's samples (150–450 ms at 100,000), remembered until a sample is
+    added, removed or modified (the sample count and the newest ``last_modified_at``, both
+    read from indexes): in this process, and for the whole project or an issue scope also
+    in the project folder (:data:`OPTIONS_FILE`), so the first grid of a new kernel or
+    dashboard opens at once too; ``fresh`` scans again (a grid's ``refresh()``)."""
     collection = _collection(project)
     key = (project.dataset._doc.id, None if scope.ids is None else tuple(scope.ids),
            scope.issue_key, tuple(classes), tuple(slice_fields))
     newest = collection.find_one({}, {"last_modified_at": 1},
                                  sort=[("last_modified_at", -1)]) or {}
-    state = (collection.estimated_document_count(), newest.get("last_modified_at"),
+    stamp = newest.get("last_modified_at")
+    state = (collection.estimated_document_count(),
+             None if stamp is None else stamp.isoformat(),
              project.dataset.has_sample_field(QUALITY_FIELD))
     cached = _OPTIONS.get(key)
     if not fresh and cached and cached[0] == state:
         return copy.deepcopy(cached[1])
-    options = _scan_options(project, scope, classes, slice_fields)
+    on_disk = _options_on_disk(project, key) if scope.ids is None else None
+    if not fresh and on_disk and on_disk.get("state") == list(state):
+        options = on_disk["options"]
+    else:
+        options = _scan_options(project, scope, classes, slice_fields)
+        if scope.ids is None:
+            _remember_on_disk(project, key, state, options)
     if len(_OPTIONS) > 64:
         _OPTIONS.clear()
     _OPTIONS[key] = (state, copy.deepcopy(options))
@@ -192,6 +203,36 @@ def filter_options(project: Project, scope: Scope, classes: Sequence[str],
 
 
 _OPTIONS: dict[tuple, tuple[tuple, dict[str, Any]]] = {}
+#: The filter options last scanned, in the project folder (a cache: deleting it costs one
+#: scan; never copied into an archive).
+OPTIONS_FILE = "grid-options.json"
+
+
+def _disk_key(key: tuple) -> str:
+    return json.dumps([str(key[0]), key[2], list(key[3]), list(key[4])])
+
+
+def _options_on_disk(project: Project, key: tuple) -> dict[str, Any] | None:
+    try:
+        entry = json.loads((project.folder / OPTIONS_FILE).read_text()).get(_disk_key(key))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return entry if isinstance(entry, dict) and isinstance(entry.get("options"), dict) else None
+
+
+def _remember_on_disk(project: Project, key: tuple, state: tuple,
+                      options: dict[str, Any]) -> None:
+    """Best effort: a read-only or missing folder only means the next process scans."""
+    path = project.folder / OPTIONS_FILE
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        known = known if isinstance(known, dict) and len(known) < 64 else {}
+        known[_disk_key(key)] = {"state": list(state), "options": options}
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(known))
+        partial.replace(path)
+    except (OSError, ValueError):
+        return
 
 
 def _scan_options(project: Project, scope: Scope, classes: Sequence[str],

@@ -1,7 +1,8 @@
 """Importing candidate files into a project's dataset: read, hash, check, convert, add.
 
-Files are read and decoded on a small thread pool (Pillow and hashlib release the GIL), in
-input order. A bad file never aborts the import: it lands in the report's ``rejected`` list.
+Files are read and checked on a reader thread (:data:`READ_THREADS`), in input order, while
+this thread builds the documents and a writer thread inserts the previous batch. A bad file
+never aborts the import: it lands in the report's ``rejected`` list.
 A file whose content is already stored is a duplicate; new labels it brings are appended to
 the stored sample's history, so re-running an import changes nothing.
 """
