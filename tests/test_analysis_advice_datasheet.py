@@ -141,6 +141,16 @@ def test_flat_curve_caps_collect_with_a_note():
     assert "does not reach 0.95" in row["recommendation"]
 
 
+@pytest.mark.parametrize("b", [1e-13, 5e-4])
+def test_a_nearly_flat_curve_is_capped_not_an_overflow(b):
+    """A flat curve's least-squares slope is rounding noise (5e-17 on a real project), and a
+    tiny real slope asks for more data than a float holds: both are the cap."""
+    current = pd.DataFrame({"class": ["dent"], "n": [24], "recall": [0.9]})
+    row = data_advice(_power_curve(0.1, b), current=current).iloc[0]
+    assert row["collect"] == 240 and row["capped"]
+    assert row["slope"] == (0 if b < 1e-9 else pytest.approx(b, rel=0.1))
+
+
 @pytest.mark.parametrize(
     ("curve_drop", "current", "match"),
     [("n_train", None, r"curve: expected columns.*n_train"),

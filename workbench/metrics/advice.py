@@ -24,6 +24,8 @@ __all__ = ["data_advice", "learning_curve"]
 CURVE_COLUMNS = ("fraction", "class", "n_train", "recall")
 CURRENT_COLUMNS = ("class", "n", "recall")
 _MAX_SLOPE = 2.0
+#: Fitted slopes smaller than this are a flat curve (least squares leaves rounding noise).
+_FLAT_SLOPE = 1e-9
 _CAP_FACTOR = 10
 # One BLAS thread: the probe's matrix products are skinny (n x d times d x k), so threads
 # gain little, and on a busy machine oversubscribed OpenBLAS threads made fits ~4x slower.
@@ -183,8 +185,10 @@ def _fit_slope(points: pd.DataFrame) -> float:
     if len(np.unique(n)) < 2:
         return 0.0
     error = np.maximum(1.0 - points["recall"].to_numpy(dtype=float)[keep], 0.5 / n)
-    slope = np.polyfit(np.log(n), np.log(error), 1)[0]
-    return float(np.clip(-slope, 0.0, _MAX_SLOPE))
+    slope = -np.polyfit(np.log(n), np.log(error), 1)[0]
+    if abs(slope) < _FLAT_SLOPE:  # a flat curve fits a slope of rounding noise (5e-17)
+        return 0.0
+    return float(np.clip(slope, 0.0, _MAX_SLOPE))
 
 
 def _advise(name: str, n: int, recall: float, b: float, target: float, factor: float) -> dict:
@@ -195,7 +199,10 @@ def _advise(name: str, n: int, recall: float, b: float, target: float, factor: f
         collect = 0
         text = f"enough data: recall {recall:.2f}"
     else:
-        needed = math.inf if b == 0 else n * ((1.0 - recall) / (1.0 - target)) ** (1.0 / b)
+        try:  # a slope near 0 needs more data than any float holds: the cap
+            needed = math.inf if b <= 0 else n * ((1.0 - recall) / (1.0 - target)) ** (1.0 / b)
+        except OverflowError:
+            needed = math.inf
         collect = max(1, math.ceil(needed - n - 1e-9)) if math.isfinite(needed) else cap + 1
         trend = f"recall {recall:.2f} → ~{at_factor:.2f} at {factor:g}×"
         if collect > cap:
