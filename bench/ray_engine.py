@@ -11,7 +11,7 @@ one worker has) against ``wb.embed(engine="ray")`` on a local Ray of ``--workers
 Each Ray run includes starting its actor pool (every actor imports torch and builds the
 backbone); starting Ray itself is timed apart. Prints images/s of each, the ratio of Ray to
 the local default, the Ray path's images/s per worker against one local thread, and the
-largest difference between the vectors of the local and the Ray run.
+largest difference between the vectors of the local runs and the Ray run.
 
 On a machine other jobs also load, several torch threads in one process wait on each
 other and lose far more than 1-thread processes do: compare runs made at the same load.
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> None:
     threads = torch.get_num_threads()
     local_s, local = timed(local_run, args.repeats, clear)
     torch.set_num_threads(1)
-    single_s, _ = timed(local_run, args.repeats, clear)
+    single_s, single = timed(local_run, args.repeats, clear)
     torch.set_num_threads(threads)
     start = time.perf_counter()
     ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
@@ -106,8 +106,11 @@ def run(args: argparse.Namespace) -> None:
     print(f"per worker: {ray_rate / args.workers:.1f} images/s, "
           f"{ray_rate / args.workers / single_rate:.2f}x one local thread")
     print(f"max abs difference of the vectors: "
-          f"{float(np.abs(remote.vectors - local.vectors).max()):.2e} "
-          f"(largest |value| {float(np.abs(local.vectors).max()):.2f})")
+          f"{float(np.abs(remote.vectors - single.vectors).max()):.2e} against the local "
+          f"1-thread run (the arithmetic a worker does), "
+          f"{float(np.abs(remote.vectors - local.vectors).max()):.2e} against the "
+          f"{threads}-thread run (float32 sums in another order; largest |value| "
+          f"{float(np.abs(local.vectors).max()):.2f})")
     wb.delete_project(project.name)
 
 
