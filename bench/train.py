@@ -129,7 +129,8 @@ def main() -> None:
 
     print(f"machine: {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} "
           f"GiB; command: {' '.join(sys.argv)}", flush=True)
-    p = wb.Project.create(args.set)
+    p = wb.Project.create(f"bench-train-{args.set}-{os.getpid()}")  # a database named by
+    # FIFTYONE_DATABASE_URI outlives this run: a name of its own, never a user's project
     report = p.import_folder(args.data, "class_folders",
                              exclude=["annotations/*", "polygons/*"],
                              progress=False)
@@ -183,6 +184,7 @@ def main() -> None:
               f"| {peak} |")
     if not args.skip_speed and not kolektor:
         speed(p, ids, truth, args.image_size)
+    wb.delete_project(p.name)
 
 
 def speed(p, ids: np.ndarray, truth: np.ndarray, image_size: int) -> None:
