@@ -2,8 +2,15 @@
 baseline.
 
 Usage: ``python bench/train.py [--set neu|kolektor] [--data ../shared/data/neu_surface_defect]
-[--shots 50] [--seeds 5] [--modes auto probe finetune] [--folds 5] [--epochs 15]
-[--image-size 224]``
+[--shots 50] [--seeds 5] [--modes auto probe finetune cached] [--seeds-of auto 2]
+[--folds 5] [--epochs N] [--image-size 224]``
+
+``cached`` is ``mode="auto"`` with the feature cache of issue 29: the stem and first 4
+stages frozen and run once per image on 8 flips and turns, the rest trained for 20 epochs
+without early stopping (``FinetuneSettings(frozen_blocks=4, patience=None)``); the figures
+compare it with the default in the same run. ``--seeds-of MODE N`` runs a mode on the first
+N seeds only (the default takes ~6 minutes a run). Each
+run's seconds are split into training (``wb.train``) and predicting the scored images.
 
 ``--set kolektor`` (``../shared/data/kolektor_sdd``, 347 ok and 52 cracked commutator
 surfaces): each seed labels 40 ok + 10 defect images (``--shots`` is ignored) and the score
@@ -109,9 +116,15 @@ def main() -> None:
                         help="the data folder (default: the set's in ../shared/data)")
     parser.add_argument("--shots", type=int, default=50)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--modes", nargs="+", default=["auto", "probe", "finetune"])
+    parser.add_argument("--only-seeds", type=int, nargs="+", default=None,
+                        help="run these seeds instead of 0 … --seeds - 1")
+    parser.add_argument("--modes", nargs="+", default=["auto", "probe", "cached"],
+                        choices=["auto", "probe", "finetune", "cached"])
+    parser.add_argument("--seeds-of", nargs=2, action="append", default=[],
+                        metavar=("MODE", "N"), help="run MODE on the first N seeds only")
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="most fine-tune epochs (default: wb.train's)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--skip-speed", action="store_true",
                         help="skip the 300-image probe timing and the throughput ratio")
@@ -125,6 +138,7 @@ def main() -> None:
     os.environ["FIFTYONE_DATABASE_DIR"] = str(root / "db")
     os.environ["LOUPE_HOME"] = str(root / "home")
     import workbench as wb  # after the environment points at the throwaway folders
+    from workbench.train.classification.finetune import FinetuneSettings
     from workbench.train.embeddings import embed_project
 
     print(f"machine: {psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} "
@@ -141,7 +155,9 @@ def main() -> None:
 
     metric = "defect AP" if kolektor else "accuracy"
     results: dict[str, list[tuple[float, float, float]]] = {"baseline": []}
-    for seed in range(args.seeds):
+    seeds = args.only_seeds or list(range(args.seeds))
+    limits = {mode: int(n) for mode, n in args.seeds_of}
+    for seed in seeds:
         chosen = draw_counts(truth, KOLEKTOR_SHOTS, seed) if kolektor else \
             draw(truth, args.shots, seed)
         rest = np.setdiff1d(np.arange(len(truth)), chosen)
@@ -149,39 +165,57 @@ def main() -> None:
                                     0.0))
         view = p.dataset.select(list(ids[chosen]))
         for mode in args.modes:
+            if seed >= limits.get(mode, len(seeds) + max(seeds)):
+                continue
+            options = {"mode": mode, "epochs": args.epochs}
+            if mode == "cached":
+                options = {"mode": "auto", "epochs": 20 if args.epochs is None else args.epochs,
+                           "settings": FinetuneSettings(frozen_blocks=4, patience=None)}
             start = time.perf_counter()
             with PeakMemory() as memory:
-                mv = wb.train(p, mode=mode, folds=args.folds, epochs=args.epochs,
-                              image_size=args.image_size, seed=seed, view=view,
-                              progress=False)
+                mv = wb.train(p, folds=args.folds, image_size=args.image_size, seed=seed,
+                              view=view, progress=False, **options)
+                trained = time.perf_counter()
                 frame = mv.predict(list(paths[rest]), progress=False)
             seconds = time.perf_counter() - start
             accuracy = score(truth[rest], frame["label"].to_numpy(),
                              frame["defect"].to_numpy() if kolektor else None)
-            results.setdefault(mode, []).append((accuracy, seconds, memory.mib))
+            results.setdefault(mode, []).append((accuracy, seconds, memory.mib,
+                                                 trained - start))
             extra = f" [{mv.selection['reason']}]" if mv.selection else ""
             print(f"seed {seed} {mode:>8}: {metric} {accuracy:.4f} on {len(rest)} images, "
-                  f"{seconds:.0f} s, peak {memory.mib:.0f} MiB; kept {mv.mode}, "
+                  f"train {trained - start:.0f} s + predict {seconds - trained + start:.0f} s, "
+                  f"peak {memory.mib:.0f} MiB; kept {mv.mode}, "
                   f"{mv.metrics['evaluated_on']} {mv.metrics['accuracy']:.3f}{extra}",
                   flush=True)
         print(f"seed {seed} baseline: {metric} {results['baseline'][-1][0]:.4f}", flush=True)
 
     shots = "40 ok + 10 defect" if kolektor else f"{args.shots}-shot"
-    print(f"\n{shots} {args.set}, {args.seeds} seeds, {args.image_size} px, "
+    print(f"\n{shots} {args.set}, seeds {seeds}, {args.image_size} px, "
           f"folds={args.folds}, epochs={args.epochs}")
-    print(f"| contestant | {metric} (mean ± std) | per seed | s per run (train + predict) "
-          "| peak MiB |")
-    print("|---|---:|---|---:|---:|")
+    print(f"| contestant | {metric} (mean ± std) | per seed | s training | s per run "
+          "(train + predict) | peak MiB |")
+    print("|---|---:|---|---:|---:|---:|")
     for name, rows in results.items():
         acc = [r[0] for r in rows]
         std = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        label = ("baseline: frozen lite0 + LogisticRegression" if name == "baseline"
-                 else f"`wb.train(mode={name!r})`")
-        timing = "—" if name == "baseline" else f"{statistics.mean(r[1] for r in rows):.0f}"
-        peak = "—" if name == "baseline" else f"{max(r[2] for r in rows):.0f}"
+        label = {"baseline": "baseline: frozen lite0 + LogisticRegression",
+                 "cached": "feature cache (auto, frozen_blocks=4, 20 epochs, no patience)"
+                 }.get(name, f"`wb.train(mode={name!r})`")
+        base = name == "baseline"
+        timing = "—" if base else f"{statistics.mean(r[1] for r in rows):.0f}"
+        training = "—" if base else f"{statistics.mean(r[3] for r in rows):.0f}"
+        peak = "—" if base else f"{max(r[2] for r in rows):.0f}"
         seeds = " ".join(f"{a:.3f}" for a in acc)
-        print(f"| {label} | {statistics.mean(acc):.4f} ± {std:.4f} | {seeds} | {timing} "
-              f"| {peak} |")
+        print(f"| {label} | {statistics.mean(acc):.4f} ± {std:.4f} | {seeds} | {training} "
+              f"| {timing} | {peak} |")
+    if "cached" in results and "auto" in results:
+        paired = min(len(results["cached"]), len(results["auto"]))  # seeds both ran
+        for column, what in ((3, "training"), (1, "train + predict")):
+            cached = statistics.mean(r[column] for r in results["cached"][:paired])
+            default = statistics.mean(r[column] for r in results["auto"][:paired])
+            print(f"feature cache / default, {what}, first {paired} seeds: {cached:.0f} s / "
+                  f"{default:.0f} s = {cached / default:.2f}")
     if not args.skip_speed and not kolektor:
         speed(p, ids, truth, args.image_size)
     wb.delete_project(p.name)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 
 import workbench as wb
-from workbench.train.classification.finetune import FinetuneSettings
+from workbench.train.classification.finetune import FinetuneSettings, UnusableStateWarning
 
 TINY = {"folds": 2, "epochs": 2, "image_size": 64, "progress": False}
 
@@ -121,8 +122,13 @@ def test_versions_are_numbered_and_record_their_parent(project, images_factory):
 
 
 @pytest.mark.slow
-def test_auto_cross_validates_the_candidates_and_records_why(project, images_factory):
+def test_auto_cross_validates_the_candidates_and_records_why(project, images_factory,
+                                                             tmp_path):
     images_factory(project, per_class=4)
+    odd = np.full((48, 48, 3), 60, dtype=np.uint8)
+    odd[..., 1] += 120  # tinted as class "b", filed under "a": the probe cannot be perfect
+    Image.fromarray(odd).save(tmp_path / "in" / "a" / "odd.png")
+    project.import_folder(tmp_path / "in", progress=False)
     version = wb.train(project, mode="auto", **TINY)
     selection = version.selection
     assert set(selection["candidates"]) == {"probe", "finetune", "ensemble"}
@@ -132,17 +138,36 @@ def test_auto_cross_validates_the_candidates_and_records_why(project, images_fac
     assert version.mode in selection["reason"]
     members = {"probe": ["probe"], "finetune": ["finetune"], "ensemble": ["probe", "finetune"]}
     assert version.record["members"] == members[version.mode]
+    assert version.record["feature_cache"] is None  # the default trains on pixels
+    assert version.record["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert selection["finetune_estimated"] is False and selection["finetune_seconds"] > 0
     assert len(version.classifier.members) == len(members[version.mode])
     paths = project.dataset.values("filepath")  # probe members read the embedding cache:
     fast = version.predict(paths, progress=False)[version.classes].to_numpy()
     assert np.allclose(fast, version.classifier.predict_files(paths), atol=1e-4)  # same model
 
 
+def test_auto_keeps_a_flawless_probe_and_says_what_a_finetune_would_cost(project,
+                                                                        images_factory):
+    images_factory(project, per_class=4)  # tinted classes: the probe makes no mistake
+    version = wb.train(project, mode="auto", **TINY)
+    selection = version.selection
+    assert version.mode == "probe" and set(selection["candidates"]) == {"probe"}
+    assert selection["candidates"]["probe"]["accuracy"] == 1.0
+    assert selection["finetune_estimated"] is True and selection["finetune_seconds"] > 0
+    assert "no out-of-fold mistake" in selection["reason"]
+    assert f"about {selection['finetune_seconds']:.0f} s" in selection["reason"]
+    assert version.record["members"] == ["probe"]
+
+
 @pytest.mark.slow
-def test_cancelled_finetune_resumes_to_the_same_model(project, images_factory):
+@pytest.mark.parametrize("frozen_blocks", [4, 0], ids=["feature-cache", "pixels"])
+def test_cancelled_finetune_resumes_to_the_same_model(project, images_factory,
+                                                      frozen_blocks):
     images_factory(project, per_class=4)  # 3 classes x 4: 6 per fold, one batch per epoch
     options = {**TINY, "mode": "finetune",
-               "settings": FinetuneSettings(batch_size=8, patience=10)}
+               "settings": FinetuneSettings(batch_size=8, patience=10,
+                                            frozen_blocks=frozen_blocks)}
     reference = wb.train(project, **options)
     # Fold 0 takes 2 batches (2 epochs); stop at fold 1's second epoch.
     with pytest.raises(wb.TrainingCancelled, match="resume"):
@@ -153,13 +178,17 @@ def test_cancelled_finetune_resumes_to_the_same_model(project, images_factory):
     assert (runs[0] / "finetune_fold0.npz").is_file()
     assert (runs[0] / "finetune_fold1.state.pt").is_file()
     counter = StopAfter(float("inf"))
-    resumed = wb.train(project, resume=True, cancel=counter, **options)
+    with warnings.catch_warnings():  # the saved state is used, not ignored
+        warnings.simplefilter("error", UnusableStateWarning)
+        resumed = wb.train(project, resume=True, cancel=counter, **options)
     assert counter.checks < 2 + 2 + 1 + resumed.record["final_epochs"] * 2  # folds skipped
     assert np.allclose(oof(resumed), oof(reference), atol=1e-5)
     paths = project.dataset.values("filepath")
     assert np.allclose(resumed.predict(paths, progress=False)[resumed.classes],
                        reference.predict(paths, progress=False)[reference.classes], atol=1e-5)
     assert not (project.folder / "models" / ".runs" / runs[0].name).exists()
+    assert resumed.record["feature_cache"] == (
+        {"frozen_blocks": 4, "views": 8} if frozen_blocks else None)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -168,6 +197,9 @@ def test_cancelled_finetune_resumes_to_the_same_model(project, images_factory):
     ({"image_size": 8}, "image_size must be an integer >= 16"),
     ({"folds": 5}, "folds=5 needs at least 5 labelled images per class: 'a' has 4"),
     ({"backbone": "resnet18", "weights": "default"}, "weights='path/to/file.pth'"),
+    ({"device": "banana"}, "device='banana' is not a torch device"),
+    *([({"device": "cuda"}, "torch sees no GPU on this machine")]
+      if not torch.cuda.is_available() else []),
 ])
 def test_bad_arguments_get_specific_errors(project, images_factory, kwargs, message):
     images_factory(project, per_class=4)
@@ -240,6 +272,46 @@ def test_finetune_can_train_only_the_last_part_of_the_body():
     changed = [n for n in names if not torch.equal(before[n], after[n])]
     assert changed and set(changed) <= set(names[-round(0.2 * len(names)):])
     assert "conv_stem.weight" not in changed
+
+
+def test_the_cached_trunk_is_the_bodys_lower_part_and_only_the_rest_trains():
+    from workbench.train.backbones import create_backbone
+    from workbench.train.classification.finetune import (
+        dihedral,
+        fit,
+        split_body,
+        trunk_features,
+    )
+
+    body, spec = create_backbone()
+    body.eval()
+    trunk, top = split_body(body, 4)
+    rng = np.random.default_rng(0)
+    pixels = torch.from_numpy(rng.integers(0, 255, (6, 3, 32, 32), dtype=np.uint8))
+    x = (pixels.float() / 255 - 0.5) / 0.5
+    with torch.inference_mode():
+        assert torch.allclose(top(trunk(x)), body(x), atol=1e-5)  # the same network
+    settings = FinetuneSettings(batch_size=4, frozen_blocks=4)
+    features = trunk_features(trunk, pixels, settings=settings, mean=spec.mean,
+                              std=spec.std, seed=0, progress=False)
+    assert features.shape[:2] == (8, 6)
+    with torch.inference_mode():
+        assert torch.allclose(features[0], trunk(x), atol=1e-5)  # view 0: the image itself
+        turned = (dihedral(pixels, 5).float() / 255 - 0.5) / 0.5
+        assert not torch.allclose(features[5], trunk(turned), atol=1e-3)  # and jittered
+    again = trunk_features(trunk, pixels, settings=settings, mean=spec.mean, std=spec.std,
+                           seed=0, progress=False)
+    assert torch.equal(features, again)  # seeded: a run is reproducible
+
+    before = {k: v.clone() for k, v in body.state_dict().items()}
+    member = torch.nn.Sequential(body, torch.nn.Linear(spec.num_features, 2))
+    result = fit(member, None, np.array([0, 1] * 3), features=features, epochs=1, seed=0,
+                 mean=spec.mean, std=spec.std, settings=settings, progress=False)
+    after = result.member[0].state_dict()
+    changed = {n.split(".")[0] + ("." + n.split(".")[1] if n.startswith("blocks") else "")
+               for n, _ in body.named_parameters() if not torch.equal(before[n], after[n])}
+    assert changed and changed <= {"blocks.4", "blocks.5", "blocks.6", "conv_head", "bn2"}
+    assert {"blocks.4", "conv_head"} <= changed
 
 
 def test_the_range_of_light_the_augmentation_shows_is_a_setting():

@@ -10,8 +10,12 @@ and the metrics. The model kept is then retrained on all labelled images.
 
 Modes: ``probe`` fits a logistic-regression head on cached frozen embeddings (seconds);
 ``finetune`` starts from that head (linear probe, then fine-tune) and trains the whole
-network with augmentation and early stopping; ``auto`` cross-validates both and their
-average, keeps the best by out-of-fold accuracy (then log loss), and records why.
+network with augmentation and early stopping (or, with ``FinetuneSettings(frozen_blocks=4)``,
+its upper stages on a tensor cache of its frozen lower stages, computed once for every
+fold; :mod:`workbench.train.classification.finetune`); ``auto``
+cross-validates both and their average, keeps the best by out-of-fold accuracy (then log
+loss), and records why, or keeps a probe without held-out mistakes and says what a
+fine-tune would have cost.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ from workbench.train.classification.finetune import (
     UnusableStateWarning,
     fit,
     load_pixels,
+    split_body,
+    trunk_features,
 )
 from workbench.train.classification.network import Classifier
 from workbench.train.classification.probe import DEFAULT_C, fit_head, head_probabilities
@@ -86,7 +92,8 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
           normal: str | None = None, group_by: str | None = None, group_copies: bool = True,
           model: str = "auto", weights: str | None = "default", resume: bool = False,
           settings: FinetuneSettings | Any | None = None, probe_c: float = DEFAULT_C,
-          cancel: CancelFlag | None = None, progress: bool = True) -> ModelVersion | None:
+          cancel: CancelFlag | None = None, progress: bool = True,
+          device: str = "auto") -> ModelVersion | None:
     """Train a new model version of a project on its labelled images.
 
     Parameters
@@ -104,9 +111,10 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         labelled images (down to 2; the version's ``config["folds_reason"]`` and the
         progress output say so). A detector: 3.
     epochs : int, default 15 (detection: 12–30, about 400 optimiser steps)
-        Most epochs per fine-tune (early stopping on the held-out fold may stop sooner; the
-        final model trains for the median best epoch). A detector trains every model for
-        ``epochs``.
+        Most epochs per fine-tune (early stopping on the held-out fold, ``FinetuneSettings``
+        ``patience``, may stop sooner; the final model trains for the folds' median best
+        epoch; ``patience=None``: every fit trains ``epochs``). A detector trains every model
+        for ``epochs``.
     image_size : int, default 224 (detection: the images' own size, see
         :func:`workbench.train.detection.train.train_detector`)
         Side of the square each image is resized to.
@@ -149,6 +157,11 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         Checked between batches (a ``threading.Event`` a Stop button sets): raises
         :class:`TrainingCancelled`. Interrupting the kernel does the same.
     progress : bool, default True
+        Progress bars; a fine-tune's shows the epochs of the whole run and the time left.
+    device : str, default "auto"
+        Where a fine-tune trains: ``"auto"`` is the GPU when torch sees one (``"cuda"``),
+        else the CPU; or any torch device name. Nothing requires a GPU; the version records
+        the device (``record["device"]``).
 
     Returns
     -------
@@ -192,7 +205,7 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
                               image_size=image_size,
                               seed=seed, view=view, group_by=group_by,
                               group_copies=group_copies, cancel=cancel, progress=progress)
-    epochs = 15 if epochs is None else epochs
+    epochs = DEFAULT_EPOCHS if epochs is None else epochs
     image_size = 224 if image_size is None else image_size
     _check_arguments(mode, DEFAULT_FOLDS if folds is None else folds, epochs, image_size, seed)
     settings = settings or FinetuneSettings()
@@ -200,7 +213,8 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         return _Run(project, backbone=backbone, weights=weights, mode=mode, folds=folds,
                     epochs=epochs, image_size=image_size, seed=seed, view=view,
                     resume=resume, settings=settings, probe_c=probe_c, cancel=cancel,
-                    group_by=group_by, group_copies=group_copies, progress=progress).run()
+                    group_by=group_by, group_copies=group_copies, progress=progress,
+                    device=resolve_device(device)).run()
     except KeyboardInterrupt:
         raise TrainingCancelled("training interrupted; finished epochs and folds are kept, "
                                 "resume with train(..., resume=True)") from None
@@ -288,6 +302,23 @@ def evaluate(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str],
 
 #: Folds of the default cross-validation when every class has that many labelled images.
 DEFAULT_FOLDS = 5
+#: Most epochs of a classification fine-tune when ``train`` names none.
+DEFAULT_EPOCHS = 15
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"``: ``"cuda"`` when torch sees a GPU, else ``"cpu"``; other names checked."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a torch device ({error}); use 'auto', "
+                         "'cpu' or 'cuda'.") from None
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but torch sees no GPU on this machine; use "
+                         "device='auto' (the GPU when there is one) or 'cpu'.")
+    return device
 
 
 def default_folds(counts: pd.Series, classes: list[str]) -> tuple[int, str | None]:
@@ -457,14 +488,21 @@ class _Run:
         self._prepare_backbone()
         self._plan_folds()
         candidates: dict[str, np.ndarray] = {}
-        if self.mode in ("probe", "auto"):
-            candidates["probe"] = self._probe_oof()
-        if self.mode in ("finetune", "auto"):
-            candidates["finetune"] = self._finetune_oof()
-        if self.mode == "auto":
-            candidates["ensemble"] = (candidates["probe"] + candidates["finetune"]) / 2
         held = self.fold >= 0
         evaluated_on = "out-of-fold" if self.folds >= 2 else "validation"
+        if self.mode in ("probe", "auto"):
+            candidates["probe"] = self._probe_oof()
+        self.skipped = None
+        if self.mode == "auto":
+            probe = evaluate(candidates["probe"][held], self.y[held], self.classes,
+                             evaluated_on)
+            self.skipped = self._finetune_cannot_pay(probe)
+        if self.mode == "finetune" or (self.mode == "auto" and self.skipped is None):
+            started = time.perf_counter()
+            candidates["finetune"] = self._finetune_oof()
+            self.finetune_seconds = time.perf_counter() - started
+        if self.mode == "auto" and self.skipped is None:
+            candidates["ensemble"] = (candidates["probe"] + candidates["finetune"]) / 2
         scores = {name: evaluate(p[held], self.y[held], self.classes, evaluated_on)
                   for name, p in candidates.items()}
         chosen, selection = self._choose(scores)
@@ -528,28 +566,58 @@ class _Run:
                                       progress=self.progress)
         return self.pixels
 
+    def _features(self) -> torch.Tensor | None:
+        """The frozen trunk's features of every labelled image and view, computed once
+        for all folds and the final model; ``None``: train on pixels (``frozen_blocks=0``,
+        a body :func:`split_body` cannot split, or a ``torchrun`` job)."""
+        if not hasattr(self, "features"):
+            parts = split_body(self._body(), self.settings.frozen_blocks)
+            self.features = None
+            if parts is not None and not distributed.active():
+                self.features = trunk_features(
+                    parts[0], self._load_pixels(), settings=self.settings,
+                    mean=self.spec.mean, std=self.spec.std, seed=self.seed,
+                    device=self.device, progress=self.progress)
+        return self.features
+
+    def _fit(self, head: nn.Linear, rows: np.ndarray, held: np.ndarray | None, *,
+             epochs: int, seed: int, state: Path, desc: str) -> Any:
+        """One fine-tune from ``head`` on ``rows``, validated on ``held`` (indices)."""
+        features = self._features()
+        pixels = self._load_pixels() if features is None else None
+        cached = features is not None
+        return fit(self._member(head), None if cached else pixels[rows], self.y[rows],
+                   features=features[:, rows] if cached else None,
+                   val_pixels=None if cached or held is None else pixels[held],
+                   val_features=features[0, held] if cached and held is not None else None,
+                   val_labels=None if held is None else self.y[held],
+                   settings=self.settings, epochs=epochs, seed=seed, mean=self.spec.mean,
+                   std=self.spec.std, state_path=state, cancel=self.cancel, desc=desc,
+                   progress=self.progress, device=self.device, bar=self.bar)
+
     def _finetune_oof(self) -> np.ndarray:
         probs = np.full((len(self.y), len(self.classes)), np.nan, dtype=np.float32)
         self.best_epochs: list[int] = []
         self.curves: list[list[dict[str, float]]] = []
-        for f in tqdm(range(self.folds), desc="folds", unit="fold",
-                      disable=not self.progress):
+        # one bar for the folds and the final model, so the time left is the run's
+        self.bar = tqdm(total=self.folds * self.epochs + self.epochs, unit="epoch",
+                        desc="fine-tuning (folds, final model)",
+                        disable=not (self.progress and self.is_main))
+        for f in range(self.folds):
             done = self.run_dir / f"finetune_fold{f}.npz"
             held = self.fold == f
             saved = self._read_fold(done, int(held.sum())) if done.is_file() else None
             if saved is not None:  # from an earlier, interrupted run
                 probs[held], best, curve = saved
                 self.curves.append(curve)
+                self.bar.update(self.epochs)
             else:
-                pixels, train_rows = self._load_pixels(), np.flatnonzero(self.away != f)
                 state = self.run_dir / f"finetune_fold{f}.state.pt"
-                result = fit(self._member(self._head(self.away != f, self.seed + f)),
-                             pixels[train_rows],
-                             self.y[train_rows], val_pixels=pixels[held], val_labels=self.y[held],
-                             settings=self.settings, epochs=self.epochs, seed=self.seed + f,
-                             mean=self.spec.mean, std=self.spec.std, state_path=state,
-                             cancel=self.cancel, desc=f"fold {f + 1}/{self.folds}",
-                             progress=self.progress)
+                result = self._fit(self._head(self.away != f, self.seed + f),
+                                   np.flatnonzero(self.away != f), np.flatnonzero(held),
+                                   epochs=self.epochs, seed=self.seed + f, state=state,
+                                   desc=f"fold {f + 1}/{self.folds}")
+                self.bar.update(self.epochs - result.epochs_run)  # stopped early
                 probs[held], best = result.val_probs, result.best_epoch
                 self.curves.append(result.curve)
                 if self.is_main:
@@ -581,6 +649,39 @@ class _Run:
             return None
         return probs, best, curve
 
+    def _finetune_cannot_pay(self, probe: dict[str, Any]) -> str | None:
+        """Why ``auto`` keeps the probe without fine-tuning (``None``: a fine-tune could
+        pay off, so it runs): the probe's held-out predictions leave nothing to gain."""
+        if probe["accuracy"] < 1.0:
+            return None
+        return (f"the probe made no {probe['evaluated_on']} mistake on "
+                f"{probe['n_evaluated']} images, so a fine-tune could not be more accurate")
+
+    def _finetune_cost(self) -> float:
+        """Seconds a fine-tune of this run (folds and final model) would take on this
+        machine, from one timed training step (and one trunk batch for the cache)."""
+        n, size = len(self.y), self.image_size
+        batch = min(self.settings.batch_size, n)
+        body = self._body().to(self.device)
+        head = nn.Linear(self.spec.num_features, len(self.classes)).to(self.device)
+        x = torch.randn(batch, 3, size, size, device=self.device).contiguous(
+            memory_format=torch.channels_last)
+        parts = None if distributed.active() else split_body(body, self.settings.frozen_blocks)
+        trunk_seconds = 0.0
+        if parts is not None:
+            started = time.perf_counter()
+            with torch.no_grad():
+                x = parts[0].eval()(x)
+            trunk_seconds = time.perf_counter() - started
+        network = nn.Sequential(body if parts is None else parts[1], head).train()
+        for _ in range(2):  # the second step is the one timed (the first allocates)
+            started = time.perf_counter()
+            network(x).sum().backward()
+            step_seconds = time.perf_counter() - started
+        image_steps = self.epochs * (n * max(1, self.folds - 1) + n)
+        views = self.settings.views if parts is not None else 0
+        return trunk_seconds * views * n / batch + step_seconds * image_steps / batch
+
     def _choose(self, scores: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
         if self.mode != "auto":
             return self.mode, None
@@ -590,10 +691,24 @@ class _Run:
                             f"{scores[n]['log_loss']:.3f})" for n in ranked)
         reason = (f"{chosen}: highest {scores[chosen]['evaluated_on']} accuracy, ties broken by "
                   f"lower log loss; {figures}")
+        cost: dict[str, Any] = {}
+        if self.skipped is not None:
+            seconds = round(self._finetune_cost(), 1)
+            reason = (f"probe: {self.skipped}; {figures}. A fine-tune was not run: it would "
+                      f"have taken about {seconds:.0f} s here (estimated from one timed "
+                      "step).")
+            cost = {"finetune_seconds": seconds, "finetune_estimated": True,
+                    "finetune_skipped": self.skipped}
+        else:
+            cost = {"finetune_seconds": round(self.finetune_seconds, 1),
+                    "finetune_estimated": False}
+            if chosen == "probe":
+                reason += (f". The fine-tune took {self.finetune_seconds:.0f} s and was not "
+                           "better.")
         return chosen, {"chosen": chosen, "reason": reason,
                         "candidates": {n: {k: scores[n][k] for k in
                                            ("accuracy", "macro_f1", "log_loss")}
-                                       for n in scores}}
+                                       for n in scores}, **cost}
 
     def _final_members(self, chosen: str) -> list[tuple[str, str, nn.Module]]:
         head = self._head(np.ones(len(self.y), dtype=bool), self.seed + self.folds)  # serves both
@@ -602,12 +717,15 @@ class _Run:
             members.append(("probe", self.spec.name, self._member(head).eval()))
         if chosen in ("finetune", "ensemble"):
             self.final_epochs = max(1, round(statistics.median(self.best_epochs)))
-            result = fit(self._member(head), self._load_pixels(), self.y,
-                         settings=self.settings, epochs=self.final_epochs,
-                         seed=self.seed + self.folds, mean=self.spec.mean, std=self.spec.std,
-                         state_path=self.run_dir / "finetune_final.state.pt",
-                         cancel=self.cancel, desc="final model", progress=self.progress)
+            self.bar.total = self.bar.n + self.final_epochs
+            self.bar.refresh()
+            result = self._fit(head, np.arange(len(self.y)), None, epochs=self.final_epochs,
+                               seed=self.seed + self.folds,
+                               state=self.run_dir / "finetune_final.state.pt",
+                               desc="final model")
             members.append(("finetune", self.spec.name, result.member))
+        if getattr(self, "bar", None) is not None:
+            self.bar.close()
         return members
 
     def _write(self, chosen: str, oof: np.ndarray, metrics: dict[str, Any],
@@ -633,6 +751,10 @@ class _Run:
                    "final_epochs": getattr(self, "final_epochs", None),
                    "curves": getattr(self, "curves", None),
                    "world_size": distributed.world_size(), "torch": torch.__version__,
+                   "device": self.device,
+                   "feature_cache": None if getattr(self, "features", None) is None
+                   else {"frozen_blocks": self.settings.frozen_blocks,
+                         "views": len(self.features)},
                    "duration_s": round(time.time() - self.started, 1)})
         try:
             dataset = self._dataset()
