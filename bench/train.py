@@ -5,12 +5,14 @@ Usage: ``python bench/train.py [--set neu|kolektor] [--data ../shared/data/neu_s
 [--shots 50] [--seeds 5] [--modes auto probe finetune cached] [--seeds-of auto 2]
 [--folds 5] [--epochs N] [--image-size 224]``
 
-``cached`` is ``mode="auto"`` with the feature cache of issue 29: the stem and first 4
-stages frozen and run once per image on 8 flips and turns, the rest trained for 20 epochs
-without early stopping (``FinetuneSettings(frozen_blocks=4, patience=None)``); the figures
-compare it with the default in the same run. ``--seeds-of MODE N`` runs a mode on the first
-N seeds only (the default takes ~6 minutes a run). Each
-run's seconds are split into training (``wb.train``) and predicting the scored images.
+``auto`` is the default (issue 29: fold models on the feature cache of 4 frozen stages, 10
+epochs; the final model every layer on pixels). ``previous`` is the default before issue 29
+(fold models trained like the final model, on pixels with early stopping:
+``FinetuneSettings(fold_frozen_blocks=None, fold_epochs=None)``), ``cached`` everything on
+the cache (``FinetuneSettings(frozen_blocks=4, fold_epochs=None, patience=None)``, 20
+epochs); the figures compare each with ``previous`` in the same run. ``--seeds-of MODE N``
+runs a mode on the first N seeds only (``previous`` takes ~6 minutes a run). Each run's
+seconds are split into training (``wb.train``) and predicting the scored images.
 
 ``--set kolektor`` (``../shared/data/kolektor_sdd``, 347 ok and 52 cracked commutator
 surfaces): each seed labels 40 ok + 10 defect images (``--shots`` is ignored) and the score
@@ -118,8 +120,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--only-seeds", type=int, nargs="+", default=None,
                         help="run these seeds instead of 0 … --seeds - 1")
-    parser.add_argument("--modes", nargs="+", default=["auto", "probe", "cached"],
-                        choices=["auto", "probe", "finetune", "cached"])
+    parser.add_argument("--modes", nargs="+", default=["auto", "probe", "previous"],
+                        choices=["auto", "probe", "finetune", "cached", "previous"])
     parser.add_argument("--seeds-of", nargs=2, action="append", default=[],
                         metavar=("MODE", "N"), help="run MODE on the first N seeds only")
     parser.add_argument("--folds", type=int, default=5)
@@ -170,7 +172,11 @@ def main() -> None:
             options = {"mode": mode, "epochs": args.epochs}
             if mode == "cached":
                 options = {"mode": "auto", "epochs": 20 if args.epochs is None else args.epochs,
-                           "settings": FinetuneSettings(frozen_blocks=4, patience=None)}
+                           "settings": FinetuneSettings(frozen_blocks=4, fold_epochs=None,
+                                                        patience=None)}
+            elif mode == "previous":
+                options = {"mode": "auto", "epochs": args.epochs, "settings": FinetuneSettings(
+                    fold_frozen_blocks=None, fold_epochs=None)}
             start = time.perf_counter()
             with PeakMemory() as memory:
                 mv = wb.train(p, folds=args.folds, image_size=args.image_size, seed=seed,
@@ -200,7 +206,8 @@ def main() -> None:
         acc = [r[0] for r in rows]
         std = statistics.stdev(acc) if len(acc) > 1 else 0.0
         label = {"baseline": "baseline: frozen lite0 + LogisticRegression",
-                 "cached": "feature cache (auto, frozen_blocks=4, 20 epochs, no patience)"
+                 "cached": "everything on the feature cache (frozen_blocks=4, 20 epochs)",
+                 "previous": "the default before issue 29 (folds like the final model)",
                  }.get(name, f"`wb.train(mode={name!r})`")
         base = name == "baseline"
         timing = "—" if base else f"{statistics.mean(r[1] for r in rows):.0f}"
@@ -209,13 +216,15 @@ def main() -> None:
         seeds = " ".join(f"{a:.3f}" for a in acc)
         print(f"| {label} | {statistics.mean(acc):.4f} ± {std:.4f} | {seeds} | {training} "
               f"| {timing} | {peak} |")
-    if "cached" in results and "auto" in results:
-        paired = min(len(results["cached"]), len(results["auto"]))  # seeds both ran
+    for name in ("auto", "cached"):
+        if name not in results or "previous" not in results:
+            continue
+        paired = min(len(results[name]), len(results["previous"]))  # seeds both ran
         for column, what in ((3, "training"), (1, "train + predict")):
-            cached = statistics.mean(r[column] for r in results["cached"][:paired])
-            default = statistics.mean(r[column] for r in results["auto"][:paired])
-            print(f"feature cache / default, {what}, first {paired} seeds: {cached:.0f} s / "
-                  f"{default:.0f} s = {cached / default:.2f}")
+            mine = statistics.mean(r[column] for r in results[name][:paired])
+            previous = statistics.mean(r[column] for r in results["previous"][:paired])
+            print(f"{name} / previous default, {what}, first {paired} seeds: {mine:.0f} s / "
+                  f"{previous:.0f} s = {mine / previous:.2f}")
     if not args.skip_speed and not kolektor:
         speed(p, ids, truth, args.image_size)
     wb.delete_project(p.name)

@@ -21,7 +21,11 @@ import torch
 from images_factory import write_image
 
 import workbench as wb
-from workbench.train.classification.finetune import STATE_FORMAT, UnusableStateWarning
+from workbench.train.classification.finetune import (
+    STATE_FORMAT,
+    FinetuneSettings,
+    UnusableStateWarning,
+)
 from workbench.train.classification.train import RunInProgressError as ExportedRunInProgressError
 from workbench.train.run_lock import RunInProgressError, acquire, release
 
@@ -79,15 +83,20 @@ def _oof(version: wb.ModelVersion) -> np.ndarray:
 
 
 # -- row 1: no pickle from a project folder -------------------------------------------------
-def test_saved_training_state_loads_without_pickle(tiny):
+@pytest.mark.parametrize("fold_frozen_blocks", [None, 4], ids=["pixels", "feature-cache"])
+def test_saved_training_state_loads_without_pickle(tiny, fold_frozen_blocks):
+    options = {**TRAIN, "settings": FinetuneSettings(fold_frozen_blocks=fold_frozen_blocks)}
     with pytest.raises(wb.TrainingCancelled):
-        wb.train(tiny, cancel=StopAfter(1), **TRAIN)  # fold 0 has finished one epoch
+        wb.train(tiny, cancel=StopAfter(1), **options)  # fold 0 has finished one epoch
     state = next((tiny.folder / "models" / ".runs").glob("*/finetune_fold0.state.pt"))
     saved = torch.load(state, map_location="cpu", weights_only=True)  # no pickled objects
     assert saved["format"] == STATE_FORMAT and saved["epoch"] == 1
     assert saved["rng"].dtype == torch.uint8 and saved["order"].dtype == torch.uint8
-    assert isinstance(saved["val_probs"], torch.Tensor)
-    version = wb.train(tiny, resume=True, **TRAIN)
+    if fold_frozen_blocks is None:  # early stopping scores the held-out fold every epoch
+        assert isinstance(saved["val_probs"], torch.Tensor)
+    else:  # the cache's folds run every epoch and score it after the last
+        assert saved["val_probs"] is None
+    version = wb.train(tiny, resume=True, **options)
     assert version.metrics["n_evaluated"] == 8
 
 

@@ -28,9 +28,11 @@ from workbench.train.classification.finetune import FinetuneSettings
 
 TRAIN = {"backbone": "test_efficientnet", "weights": None, "mode": "finetune", "folds": 2,
          "epochs": 2, "image_size": 32}
-#: Long enough to be stopped in the middle (2 batches per epoch, no early stopping): on an
-#: idle two-core machine about 8 epochs a second, 3 x 40 epochs in all.
-LONG = {**TRAIN, "epochs": 40, "settings": FinetuneSettings(batch_size=2, patience=100)}
+#: Long enough to be stopped in the middle (2 batches per epoch, no early stopping, folds
+#: trained like the final model): on an idle two-core machine about 8 epochs a second,
+#: 3 x 40 epochs in all.
+LONG = {**TRAIN, "epochs": 40, "settings": FinetuneSettings(
+    batch_size=2, patience=100, fold_frozen_blocks=None, fold_epochs=None)}
 #: A training that only ends when it is stopped.
 ENDLESS = {**LONG, "epochs": 5000}
 #: Seconds a job may take on a busy two-core machine.

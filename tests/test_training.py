@@ -138,7 +138,11 @@ def test_auto_cross_validates_the_candidates_and_records_why(project, images_fac
     assert version.mode in selection["reason"]
     members = {"probe": ["probe"], "finetune": ["finetune"], "ensemble": ["probe", "finetune"]}
     assert version.record["members"] == members[version.mode]
-    assert version.record["feature_cache"] is None  # the default trains on pixels
+    # the fold models train on the cache of 4 frozen stages, the final model on pixels
+    assert version.record["feature_cache"] == {"folds": {"frozen_blocks": 4, "views": 8},
+                                               "final_model": None}
+    if version.mode != "probe":
+        assert version.record["final_epochs"] == TINY["epochs"]
     assert version.record["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert selection["finetune_estimated"] is False and selection["finetune_seconds"] > 0
     assert len(version.classifier.members) == len(members[version.mode])
@@ -160,14 +164,23 @@ def test_auto_keeps_a_flawless_probe_and_says_what_a_finetune_would_cost(project
     assert version.record["members"] == ["probe"]
 
 
+CACHE = {"frozen_blocks": 4, "views": 8}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("frozen_blocks", [4, 0], ids=["feature-cache", "pixels"])
+@pytest.mark.parametrize(("frozen_blocks", "fold_frozen_blocks", "cache"), [
+    (4, None, {"folds": CACHE, "final_model": CACHE}),
+    (0, 0, {"folds": None, "final_model": None}),
+    (0, 4, {"folds": CACHE, "final_model": None}),
+], ids=["feature-cache", "pixels", "default"])
 def test_cancelled_finetune_resumes_to_the_same_model(project, images_factory,
-                                                      frozen_blocks):
+                                                      frozen_blocks, fold_frozen_blocks,
+                                                      cache):
     images_factory(project, per_class=4)  # 3 classes x 4: 6 per fold, one batch per epoch
     options = {**TINY, "mode": "finetune",
                "settings": FinetuneSettings(batch_size=8, patience=10,
-                                            frozen_blocks=frozen_blocks)}
+                                            frozen_blocks=frozen_blocks,
+                                            fold_frozen_blocks=fold_frozen_blocks)}
     reference = wb.train(project, **options)
     # Fold 0 takes 2 batches (2 epochs); stop at fold 1's second epoch.
     with pytest.raises(wb.TrainingCancelled, match="resume"):
@@ -187,8 +200,7 @@ def test_cancelled_finetune_resumes_to_the_same_model(project, images_factory,
     assert np.allclose(resumed.predict(paths, progress=False)[resumed.classes],
                        reference.predict(paths, progress=False)[reference.classes], atol=1e-5)
     assert not (project.folder / "models" / ".runs" / runs[0].name).exists()
-    assert resumed.record["feature_cache"] == (
-        {"frozen_blocks": 4, "views": 8} if frozen_blocks else None)
+    assert resumed.record["feature_cache"] == cache
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -338,6 +350,8 @@ def test_the_range_of_light_the_augmentation_shows_is_a_setting():
     assert again == settings and again.brightness == (0.35, 1.3)
     with pytest.raises(ValueError, match=r"FinetuneSettings.contrast must be a \(low, high\)"):
         FinetuneSettings(contrast=(1.2, 0.8))
+    with pytest.raises(ValueError, match=r"FinetuneSettings\.fold_epochs must be None"):
+        FinetuneSettings(fold_epochs=0)
 
 
 def test_interrupting_the_kernel_raises_training_cancelled(project, images_factory):

@@ -75,17 +75,35 @@ class FinetuneSettings:
     #: brightness range, e.g. to (0.35, 1.3), where the line's light changes (a night shift).
     brightness: tuple[float, float] = (0.85, 1.15)
     contrast: tuple[float, float] = (0.85, 1.15)
-    #: 0 (the default) trains every layer on freshly augmented pixels. 1 … stages - 1, for
-    #: EfficientNet-style bodies: the stem and this many first stages stay frozen and run
-    #: once per image and view (:func:`trunk_features`), and only the rest trains, on those
-    #: cached features: 4 with ``patience=None`` and 20 epochs trains NEU in half the time
-    #: at 0.010 lower accuracy (docs/benchmarks.md). Other bodies always train on pixels.
+    #: The final model's: 0 (the default) trains every layer on freshly augmented pixels.
+    #: 1 … stages - 1, for EfficientNet-style bodies: the stem and this many first stages
+    #: stay frozen and run once per image and view (:func:`trunk_features`), and only the
+    #: rest trains, on those cached features (4 with 20 epochs: NEU 0.970 and KolektorSDD
+    #: 0.825 defect AP, against 0.976 and 0.904 on pixels; docs/benchmarks.md). Other
+    #: bodies always train on pixels.
     frozen_blocks: int = 0
     #: Views per image in the cache: flips and quarter turns (at most 8, the first is the
     #: image itself), each after the first with a random brightness and contrast.
     views: int = 8
+    #: The cross-validation fold models only estimate how the final model does on unseen
+    #: images (``auto``'s choice, label issues, the version's metrics), so they may be
+    #: cheaper than it: ``fold_frozen_blocks`` frozen stages (a tensor cache computed once
+    #: and shared by every fold; ``None``: as ``frozen_blocks``) and ``fold_epochs`` epochs
+    #: (``None``: as many as the final model). By default the folds train 10 epochs on the
+    #: cache of 4 frozen stages and the final model every layer on pixels: half of the
+    #: time of folds like the final model at the same accuracy (docs/benchmarks.md).
+    #: Folds trained on the cache run every epoch (no early stopping); when the folds are
+    #: trained otherwise than the final model, the final model trains ``epochs``.
+    fold_frozen_blocks: int | None = 4
+    fold_epochs: int | None = 10
 
     def __post_init__(self) -> None:
+        for name in ("fold_frozen_blocks", "fold_epochs"):
+            value, least = getattr(self, name), int(name == "fold_epochs")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not least <= value <= 99):
+                raise ValueError(f"FinetuneSettings.{name} must be None (as the final "
+                                 f"model) or an integer from {least} to 99; got {value!r}")
         for name, least, most in (("frozen_blocks", 0, 99), ("views", 1, 8)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or \

@@ -10,9 +10,9 @@ and the metrics. The model kept is then retrained on all labelled images.
 
 Modes: ``probe`` fits a logistic-regression head on cached frozen embeddings (seconds);
 ``finetune`` starts from that head (linear probe, then fine-tune) and trains the whole
-network with augmentation and early stopping (or, with ``FinetuneSettings(frozen_blocks=4)``,
-its upper stages on a tensor cache of its frozen lower stages, computed once for every
-fold; :mod:`workbench.train.classification.finetune`); ``auto``
+network with augmentation; its fold models, which only estimate the final model's accuracy,
+train the upper stages on a tensor cache of the frozen lower stages, computed once and shared
+by every fold (:mod:`workbench.train.classification.finetune`); ``auto``
 cross-validates both and their average, keeps the best by out-of-fold accuracy (then log
 loss), and records why, or keeps a probe without held-out mistakes and says what a
 fine-tune would have cost.
@@ -111,10 +111,12 @@ def train(project: Project | str, backbone: str = DEFAULT_BACKBONE, mode: Mode =
         labelled images (down to 2; the version's ``config["folds_reason"]`` and the
         progress output say so). A detector: 3.
     epochs : int, default 15 (detection: 12–30, about 400 optimiser steps)
-        Most epochs per fine-tune (early stopping on the held-out fold, ``FinetuneSettings``
-        ``patience``, may stop sooner; the final model trains for the folds' median best
-        epoch; ``patience=None``: every fit trains ``epochs``). A detector trains every model
-        for ``epochs``.
+        Epochs of the final fine-tuned model. The fold models, which only estimate how it
+        does on unseen images, train ``FinetuneSettings.fold_epochs`` (10, at most
+        ``epochs``) on a feature cache of their 4 frozen lower stages (``fold_frozen_blocks``).
+        Folds trained like the final model (``fold_frozen_blocks=None, fold_epochs=None``)
+        stop early on their held-out images (``patience``) and the final model then trains
+        their median best epoch. A detector trains every model for ``epochs``.
     image_size : int, default 224 (detection: the images' own size, see
         :func:`workbench.train.detection.train.train_detector`)
         Side of the square each image is resized to.
@@ -566,32 +568,49 @@ class _Run:
                                       progress=self.progress)
         return self.pixels
 
-    def _features(self) -> torch.Tensor | None:
-        """The frozen trunk's features of every labelled image and view, computed once
-        for all folds and the final model; ``None``: train on pixels (``frozen_blocks=0``,
-        a body :func:`split_body` cannot split, or a ``torchrun`` job)."""
-        if not hasattr(self, "features"):
-            parts = split_body(self._body(), self.settings.frozen_blocks)
-            self.features = None
+    @property
+    def fold_epochs(self) -> int:
+        """Epochs of each fold model: ``FinetuneSettings.fold_epochs``, at most ``epochs``."""
+        return min(self.settings.fold_epochs or self.epochs, self.epochs)
+
+    @property
+    def fold_frozen_blocks(self) -> int:
+        """Frozen stages of each fold model (``fold_frozen_blocks``, else ``frozen_blocks``)."""
+        fold = self.settings.fold_frozen_blocks
+        return self.settings.frozen_blocks if fold is None else fold
+
+    def _features(self, frozen_blocks: int) -> torch.Tensor | None:
+        """The frozen trunk's features of every labelled image and view, computed once per
+        run and shared by every fit that freezes ``frozen_blocks`` stages; ``None``: train
+        on pixels (0, a body :func:`split_body` cannot split, or a ``torchrun`` job)."""
+        self.features: dict[int, torch.Tensor | None] = getattr(self, "features", {})
+        if frozen_blocks not in self.features:
+            parts = split_body(self._body(), frozen_blocks)
+            self.features[frozen_blocks] = None
             if parts is not None and not distributed.active():
-                self.features = trunk_features(
+                self.features[frozen_blocks] = trunk_features(
                     parts[0], self._load_pixels(), settings=self.settings,
                     mean=self.spec.mean, std=self.spec.std, seed=self.seed,
                     device=self.device, progress=self.progress)
-        return self.features
+        return self.features[frozen_blocks]
 
     def _fit(self, head: nn.Linear, rows: np.ndarray, held: np.ndarray | None, *,
-             epochs: int, seed: int, state: Path, desc: str) -> Any:
-        """One fine-tune from ``head`` on ``rows``, validated on ``held`` (indices)."""
-        features = self._features()
+             epochs: int, seed: int, state: Path, desc: str, frozen_blocks: int) -> Any:
+        """One fine-tune from ``head`` on ``rows``, validated on ``held`` (indices); on the
+        cache of ``frozen_blocks`` frozen stages where there is one (every epoch then runs:
+        early stopping on a few held-out images picked bad epochs for the cache)."""
+        features = self._features(frozen_blocks)
         pixels = self._load_pixels() if features is None else None
         cached = features is not None
+        settings = dataclasses.replace(
+            self.settings, frozen_blocks=frozen_blocks,
+            patience=None if cached else self.settings.patience)
         return fit(self._member(head), None if cached else pixels[rows], self.y[rows],
                    features=features[:, rows] if cached else None,
                    val_pixels=None if cached or held is None else pixels[held],
                    val_features=features[0, held] if cached and held is not None else None,
                    val_labels=None if held is None else self.y[held],
-                   settings=self.settings, epochs=epochs, seed=seed, mean=self.spec.mean,
+                   settings=settings, epochs=epochs, seed=seed, mean=self.spec.mean,
                    std=self.spec.std, state_path=state, cancel=self.cancel, desc=desc,
                    progress=self.progress, device=self.device, bar=self.bar)
 
@@ -600,7 +619,7 @@ class _Run:
         self.best_epochs: list[int] = []
         self.curves: list[list[dict[str, float]]] = []
         # one bar for the folds and the final model, so the time left is the run's
-        self.bar = tqdm(total=self.folds * self.epochs + self.epochs, unit="epoch",
+        self.bar = tqdm(total=self.folds * self.fold_epochs + self.epochs, unit="epoch",
                         desc="fine-tuning (folds, final model)",
                         disable=not (self.progress and self.is_main))
         for f in range(self.folds):
@@ -610,14 +629,15 @@ class _Run:
             if saved is not None:  # from an earlier, interrupted run
                 probs[held], best, curve = saved
                 self.curves.append(curve)
-                self.bar.update(self.epochs)
+                self.bar.update(self.fold_epochs)
             else:
                 state = self.run_dir / f"finetune_fold{f}.state.pt"
                 result = self._fit(self._head(self.away != f, self.seed + f),
                                    np.flatnonzero(self.away != f), np.flatnonzero(held),
-                                   epochs=self.epochs, seed=self.seed + f, state=state,
-                                   desc=f"fold {f + 1}/{self.folds}")
-                self.bar.update(self.epochs - result.epochs_run)  # stopped early
+                                   epochs=self.fold_epochs, seed=self.seed + f, state=state,
+                                   desc=f"fold {f + 1}/{self.folds}",
+                                   frozen_blocks=self.fold_frozen_blocks)
+                self.bar.update(self.fold_epochs - result.epochs_run)  # stopped early
                 probs[held], best = result.val_probs, result.best_epoch
                 self.curves.append(result.curve)
                 if self.is_main:
@@ -639,7 +659,7 @@ class _Run:
                 probs = np.asarray(saved["probs"], dtype=np.float32)
                 best = int(saved["best_epoch"])
                 curve = json.loads(str(saved["curve"]))
-            if probs.shape != (n_held, len(self.classes)) or not 1 <= best <= self.epochs \
+            if probs.shape != (n_held, len(self.classes)) or not 1 <= best <= self.fold_epochs \
                     or not isinstance(curve, list):
                 raise ValueError("not this fold's results")
         except (OSError, EOFError, KeyError, IndexError, TypeError, ValueError,
@@ -659,28 +679,35 @@ class _Run:
 
     def _finetune_cost(self) -> float:
         """Seconds a fine-tune of this run (folds and final model) would take on this
-        machine, from one timed training step (and one trunk batch for the cache)."""
+        machine, from one timed training step of each kind (and one trunk batch for a
+        cache)."""
         n, size = len(self.y), self.image_size
         batch = min(self.settings.batch_size, n)
-        body = self._body().to(self.device)
-        head = nn.Linear(self.spec.num_features, len(self.classes)).to(self.device)
         x = torch.randn(batch, 3, size, size, device=self.device).contiguous(
             memory_format=torch.channels_last)
-        parts = None if distributed.active() else split_body(body, self.settings.frozen_blocks)
-        trunk_seconds = 0.0
-        if parts is not None:
-            started = time.perf_counter()
-            with torch.no_grad():
-                x = parts[0].eval()(x)
-            trunk_seconds = time.perf_counter() - started
-        network = nn.Sequential(body if parts is None else parts[1], head).train()
-        for _ in range(2):  # the second step is the one timed (the first allocates)
-            started = time.perf_counter()
-            network(x).sum().backward()
-            step_seconds = time.perf_counter() - started
-        image_steps = self.epochs * (n * max(1, self.folds - 1) + n)
-        views = self.settings.views if parts is not None else 0
-        return trunk_seconds * views * n / batch + step_seconds * image_steps / batch
+        seconds, cached = 0.0, set()
+        for frozen_blocks, image_steps in (
+                (self.fold_frozen_blocks, self.fold_epochs * n * max(1, self.folds - 1)),
+                (self.settings.frozen_blocks, self.epochs * n)):
+            body = self._body().to(self.device)
+            head = nn.Linear(self.spec.num_features, len(self.classes)).to(self.device)
+            parts = None if distributed.active() else split_body(body, frozen_blocks)
+            inputs = x
+            if parts is not None:
+                started = time.perf_counter()
+                with torch.no_grad():
+                    inputs = parts[0].eval()(x)
+                if frozen_blocks not in cached:  # one cache serves folds and final alike
+                    cached.add(frozen_blocks)
+                    seconds += (time.perf_counter() - started) * self.settings.views * n \
+                        / batch
+            network = nn.Sequential(body if parts is None else parts[1], head).train()
+            for _ in range(2):  # the second step is the one timed (the first allocates)
+                started = time.perf_counter()
+                network(inputs).sum().backward()
+                step_seconds = time.perf_counter() - started
+            seconds += step_seconds * image_steps / batch
+        return seconds
 
     def _choose(self, scores: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any] | None]:
         if self.mode != "auto":
@@ -716,13 +743,16 @@ class _Run:
         if chosen in ("probe", "ensemble"):
             members.append(("probe", self.spec.name, self._member(head).eval()))
         if chosen in ("finetune", "ensemble"):
-            self.final_epochs = max(1, round(statistics.median(self.best_epochs)))
+            like_folds = (self.fold_epochs == self.epochs and self._features(
+                self.fold_frozen_blocks) is self._features(self.settings.frozen_blocks))
+            self.final_epochs = max(1, round(statistics.median(self.best_epochs))) \
+                if like_folds and self.settings.patience is not None else self.epochs
             self.bar.total = self.bar.n + self.final_epochs
             self.bar.refresh()
             result = self._fit(head, np.arange(len(self.y)), None, epochs=self.final_epochs,
                                seed=self.seed + self.folds,
                                state=self.run_dir / "finetune_final.state.pt",
-                               desc="final model")
+                               desc="final model", frozen_blocks=self.settings.frozen_blocks)
             members.append(("finetune", self.spec.name, result.member))
         if getattr(self, "bar", None) is not None:
             self.bar.close()
@@ -752,9 +782,7 @@ class _Run:
                    "curves": getattr(self, "curves", None),
                    "world_size": distributed.world_size(), "torch": torch.__version__,
                    "device": self.device,
-                   "feature_cache": None if getattr(self, "features", None) is None
-                   else {"frozen_blocks": self.settings.frozen_blocks,
-                         "views": len(self.features)},
+                   "feature_cache": self._cache_record(),
                    "duration_s": round(time.time() - self.started, 1)})
         try:
             dataset = self._dataset()
@@ -770,6 +798,18 @@ class _Run:
         version = ModelVersion.load(folder, self.project_name)
         version._classifier = classifier.eval()
         return version
+
+    def _cache_record(self) -> dict[str, Any]:
+        """Which fits trained on a feature cache: {"folds": ..., "final_model": ...}, each
+        ``{"frozen_blocks": k, "views": v}`` or ``None`` (pixels, or not trained)."""
+        features = getattr(self, "features", {})
+        record: dict[str, Any] = {"folds": None, "final_model": None}
+        for role, k, ran in (("folds", self.fold_frozen_blocks, hasattr(self, "best_epochs")),
+                             ("final_model", self.settings.frozen_blocks,
+                              hasattr(self, "final_epochs"))):
+            if ran and features.get(k) is not None:
+                record[role] = {"frozen_blocks": k, "views": len(features[k])}
+        return record
 
     def _dataset(self) -> fo.Dataset:
         from workbench.store.project import Project
