@@ -91,7 +91,8 @@ def test_the_line_console_renders_remembers_the_name_and_gates_promote(line_proj
         assert verdict.get_attribute("data-passed") == "false"
         assert "There is a frozen evaluation set" in verdict.inner_text()
         assert promote.is_disabled()
-        assert page.locator("button", has_text="Force promotion").is_visible()
+        page.locator("button", has_text="Force promotion").wait_for(
+            state="visible", timeout=GATE_TIMEOUT_MS)  # a separate widget from the verdict
         assert external == []
     import workbench as wb
 
